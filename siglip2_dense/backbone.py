@@ -175,9 +175,29 @@ class Backbone(nn.Module):
         if pixel_values.ndim != 4:
             raise RequestError(f"pixel_values {tuple(pixel_values.shape)}: FixRes expects [B, 3, H, W]")
         height, width = pixel_values.shape[-2] // self.patch_size, pixel_values.shape[-1] // self.patch_size
-        tokens = vm.embeddings(pixel_values, interpolate_pos_encoding=True)
-        token_mask = grid_mask(spatial_shapes.to(tokens.device), height, width).reshape(tokens.shape[0], -1)
-        return tokens, token_mask, (height, width)
+        token_mask = grid_mask(spatial_shapes, height, width).reshape(pixel_values.shape[0], -1)
+        if bool(token_mask.all()):
+            return vm.embeddings(pixel_values, interpolate_pos_encoding=True), token_mask, (height, width)
+        return self._embed_padded_fixres(pixel_values, spatial_shapes), token_mask, (height, width)
+
+    def _embed_padded_fixres(self, pixel_values: torch.Tensor, spatial_shapes: torch.Tensor) -> torch.Tensor:
+        """FixRes embeddings of a padded batch: positions interpolated to each image's own grid.
+
+        transformers interpolates the position table to the whole (padded) input; an image in a
+        batch with larger ones would then see other positions than alone. Here each image gets
+        the table resized to its own ``(h, w)``, as if it ran alone; padded cells get none.
+        """
+        embeddings = self.vision_model.embeddings
+        patches = embeddings.patch_embedding(pixel_values.to(embeddings.patch_embedding.weight.dtype))
+        batch, channels, height, width = patches.shape
+        positions = torch.zeros_like(patches)
+        for h, w in {tuple(shape) for shape in spatial_shapes.tolist()}:
+            table = embeddings.interpolate_pos_encoding(
+                patches.new_empty(1, h * w, channels), h * self.patch_size, w * self.patch_size
+            )
+            rows = (spatial_shapes[:, 0] == h) & (spatial_shapes[:, 1] == w)
+            positions[rows, :, :h, :w] = table.reshape(h, w, channels).permute(2, 0, 1).to(patches.dtype)
+        return (patches + positions).flatten(2).transpose(1, 2)
 
     def _to_grid(
         self, tokens: torch.Tensor, spatial_shapes: torch.Tensor, fixres_grid: tuple[int, int] | None
