@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
-import socket
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from siglip2_dense.errors import DataError, RequestError
 from siglip2_dense.evaluation import SegmentationEvaluator, areas_to_metrics, intersect_and_union
@@ -97,7 +93,9 @@ def mmseg_reference(pairs: list[tuple[np.ndarray, np.ndarray]], num_classes: int
         }
 
 
-def random_dataset(seed: int, num_images: int = 6, num_classes: int = 9) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def random_dataset(
+    seed: int, num_images: int = 6, num_classes: int = 9
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Label maps of varying sizes; classes 7 and 8 never labelled (8 never predicted); ~10 % ignored."""
     gen = torch.Generator().manual_seed(seed)
     pairs = []
@@ -167,28 +165,3 @@ def test_labels_outside_the_class_range_are_an_error_not_silently_dropped():
 def test_bad_num_classes_is_a_request_error():
     with pytest.raises(RequestError):
         SegmentationEvaluator(num_classes=0)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def distributed_worker(rank: int, world_size: int, port: int, out_path: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
-    try:
-        result = evaluate(random_dataset(5)[rank::world_size])  # compute() syncs the sums
-        with open(f"{out_path}.{rank}", "w") as f:
-            json.dump(result, f)
-    finally:
-        dist.destroy_process_group()
-
-
-def test_two_process_gloo_compute_equals_single_process(tmp_path):
-    out_path = str(tmp_path / "result")
-    mp.spawn(distributed_worker, args=(2, free_port(), out_path), nprocs=2, join=True)
-    expected = evaluate(random_dataset(5))
-    for rank in range(2):
-        with open(f"{out_path}.{rank}") as f:
-            assert_metrics_equal(json.load(f), expected, rtol=0)
