@@ -1,0 +1,108 @@
+"""What every benchmark shares: timing by median of repeats, figures as rows, the machine.
+
+Each benchmark script exposes ``run() -> list[Figure]`` and prints its figures when run alone;
+``benchmarks/run_all.py`` gathers them into ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Figure:
+    """One measured ratio: ``value`` compared with ``target`` in the direction ``higher_is_better``."""
+
+    name: str
+    value: float
+    target: float
+    higher_is_better: bool = True
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.value >= self.target if self.higher_is_better else self.value <= self.target
+
+    def line(self) -> str:
+        sign = ">=" if self.higher_is_better else "<="
+        verdict = "PASS" if self.passed else "FAIL"
+        return f"{self.name}: {self.value:.3f} (target {sign} {self.target}) {verdict}  {self.detail}".rstrip()
+
+
+def seconds(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def interleaved_seconds(
+    fns: dict[str, Callable[[], object]], repeats: int = 3, warmup: int = 1
+) -> dict[str, float]:
+    """Median times of several functions measured in alternation, so drift hits all alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
+    """Float32 matrix-product FLOP/s on this machine: median of ``size``-square products."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    elapsed = seconds(lambda: torch.mm(a, b), repeats=repeats, warmup=2)
+    return 2 * size**3 / elapsed
+
+
+def matmul_workload(size: int = 2048, count: int = 4) -> tuple[Callable[[], object], int]:
+    """A float32 peak workload to interleave with a model run: (fn, FLOPs per call)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+
+    def fn() -> None:
+        for _ in range(count):
+            torch.mm(a, b)
+
+    return fn, 2 * size**3 * count
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_description() -> str:
+    import transformers
+
+    return (
+        f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}, {torch.get_num_threads()} threads"
+    )
+
+
+def print_figures(title: str, figures: list[Figure]) -> None:
+    print(f"== {title} ({machine_description()})")
+    for figure in figures:
+        print(figure.line())
