@@ -1,0 +1,39 @@
+"""Data sets, synthetic data, transforms and collate functions for dense prediction.
+
+Every data set yields dicts ``{"image": [H, W, 3] uint8 RGB, <target>, "path": str}`` where the target
+is ``"mask"`` ([H, W] uint8 class indices, 255 = ignore) and/or ``"depth"`` ([H, W] float32 metres,
+0 = invalid); each takes an optional ``transform`` (an ``item -> item`` callable, see the builders).
+"""
+
+from siglip2_dense.data.ade20k import ADE20KDataset, ade20k_class_names, ade20k_palette
+from siglip2_dense.data.collate import collate_as_lists, collate_padded
+from siglip2_dense.data.folder import FolderSegmentationDataset
+from siglip2_dense.data.nyu import NYUv2Dataset
+from siglip2_dense.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASS_NAMES
+from siglip2_dense.data.synthetic import SyntheticDataset, SyntheticScene, make_scene
+from siglip2_dense.data.transforms import (
+    build_depth_eval_transform,
+    build_depth_train_transform,
+    build_segmentation_eval_transform,
+    build_segmentation_train_transform,
+)
+from siglip2_dense.data.write_formats import write_synthetic
+
+__all__ = [
+    "ADE20KDataset",
+    "FolderSegmentationDataset",
+    "NYUv2Dataset",
+    "SYNTHETIC_CLASS_NAMES",
+    "SyntheticDataset",
+    "SyntheticScene",
+    "ade20k_class_names",
+    "ade20k_palette",
+    "build_depth_eval_transform",
+    "build_depth_train_transform",
+    "build_segmentation_eval_transform",
+    "build_segmentation_train_transform",
+    "collate_as_lists",
+    "collate_padded",
+    "make_scene",
+    "write_synthetic",
+]

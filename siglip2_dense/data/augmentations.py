@@ -1,0 +1,231 @@
+"""The albumentations transforms the standard dense-prediction recipes need and albumentations lacks.
+
+- :class:`RandomShortSideResize`: mmsegmentation's ``RandomResize(scale=(4s, s), ratio_range, keep_ratio=True)``.
+- :class:`ShortSideResize`: the same with a fixed ratio of 1 (mmsegmentation's test-time ``Resize``).
+- :class:`CatMaxRandomCrop`: mmsegmentation's ``RandomCrop(crop_size, cat_max_ratio)``.
+- :class:`PhotoMetricDistortion`: mmsegmentation's ``PhotoMetricDistortion``, on RGB.
+- :class:`DepthColorAugment`: BTS's ``augment_image`` (gamma, brightness, per-channel colour).
+
+Images are ``[H, W, 3]`` uint8 and are resized bilinearly; masks (``[H, W]`` uint8 labels, or ``[H, W]``
+float32 depth passed as a mask target) are resized with ``cv2.INTER_NEAREST_EXACT`` -- nearest neighbour
+with pixel-centre alignment, so labels stay on the pixels the bilinear image puts them and depth is
+never interpolated across an edge. Randomness comes from the transform's ``random_generator``, so a
+``Compose(seed=...)`` makes a pipeline reproducible.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+
+from siglip2_dense.errors import RequestError
+
+MASK_INTERPOLATION = cv2.INTER_NEAREST_EXACT
+
+
+def rescaled_size(height: int, width: int, short_side: float, long_side: float) -> tuple[int, int]:
+    """mmcv's ``rescale_size``: the largest ``(h, w)`` of the same aspect with short <= short_side, long <= long_side."""
+    factor = min(long_side / max(height, width), short_side / min(height, width))
+    return int(height * factor + 0.5), int(width * factor + 0.5)
+
+
+class _ResizeToSize(A.DualTransform):
+    """Resize image (bilinear) and masks (nearest, pixel-centre aligned) to ``params["size"]``."""
+
+    def apply(self, img: np.ndarray, size: tuple[int, int], **params: Any) -> np.ndarray:
+        return cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+
+    def apply_to_mask(self, mask: np.ndarray, size: tuple[int, int], **params: Any) -> np.ndarray:
+        return cv2.resize(mask, (size[1], size[0]), interpolation=MASK_INTERPOLATION)
+
+
+class RandomShortSideResize(_ResizeToSize):
+    """Rescale so the short side is ``short_side * r``, ``r ~ U(ratio_range)``, the long side at most ``long_side * r``.
+
+    ``long_side`` defaults to ``4 * short_side`` (mmsegmentation's ``scale=(2048, 512)``). Aspect is kept.
+    """
+
+    def __init__(
+        self,
+        short_side: int = 512,
+        ratio_range: tuple[float, float] = (0.5, 2.0),
+        long_side: int | None = None,
+        p: float = 1.0,
+    ) -> None:
+        super().__init__(p=p)
+        if short_side <= 0 or not 0 < ratio_range[0] <= ratio_range[1]:
+            raise RequestError(f"short_side={short_side}, ratio_range={ratio_range}: need short_side > 0 and 0 < low <= high")
+        self.short_side = short_side
+        self.ratio_range = tuple(ratio_range)
+        self.long_side = long_side if long_side is not None else 4 * short_side
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        ratio = self.random_generator.uniform(*self.ratio_range)
+        # mmseg turns the ratio into an integer target scale first
+        size = rescaled_size(height, width, int(self.short_side * ratio), int(self.long_side * ratio))
+        return {"size": size}
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("short_side", "ratio_range", "long_side")
+
+
+class ShortSideResize(RandomShortSideResize):
+    """Rescale so the short side is ``short_side`` (long side at most ``long_side``), aspect kept."""
+
+    def __init__(self, short_side: int = 512, long_side: int | None = None, p: float = 1.0) -> None:
+        super().__init__(short_side, (1.0, 1.0), long_side, p=p)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("short_side", "long_side")
+
+
+class CatMaxRandomCrop(A.DualTransform):
+    """Random ``height x width`` crop that avoids crops dominated by one class.
+
+    As mmsegmentation: draw a crop; up to ``max_tries`` times, if its most frequent class (``ignore_index``
+    not counted) covers ``cat_max_ratio`` or more of the labelled pixels, or it holds a single class, draw
+    again; the last crop drawn is kept. An image smaller than the crop is cropped to its own size along
+    that side (pad afterwards, e.g. with ``PadIfNeeded``). ``cat_max_ratio >= 1`` disables the check.
+    """
+
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        cat_max_ratio: float = 0.75,
+        ignore_index: int = 255,
+        max_tries: int = 10,
+        p: float = 1.0,
+    ) -> None:
+        super().__init__(p=p)
+        if height <= 0 or width <= 0:
+            raise RequestError(f"crop size {height}x{width}: both sides must be positive")
+        self.height, self.width = height, width
+        self.cat_max_ratio, self.ignore_index, self.max_tries = cat_max_ratio, ignore_index, max_tries
+
+    def _random_box(self, height: int, width: int) -> tuple[int, int, int, int]:
+        top = int(self.random_generator.integers(0, max(height - self.height, 0) + 1))
+        left = int(self.random_generator.integers(0, max(width - self.width, 0) + 1))
+        return top, min(top + self.height, height), left, min(left + self.width, width)
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        box = self._random_box(height, width)
+        labels = data.get("mask")
+        if labels is not None and self.cat_max_ratio < 1.0:
+            for _ in range(self.max_tries):
+                values, counts = np.unique(labels[box[0] : box[1], box[2] : box[3]], return_counts=True)
+                counts = counts[values != self.ignore_index]
+                if len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio:
+                    break
+                box = self._random_box(height, width)
+        return {"box": box}
+
+    def apply(self, img: np.ndarray, box: tuple[int, int, int, int], **params: Any) -> np.ndarray:
+        return np.ascontiguousarray(img[box[0] : box[1], box[2] : box[3]])
+
+    def apply_to_mask(self, mask: np.ndarray, box: tuple[int, int, int, int], **params: Any) -> np.ndarray:
+        return np.ascontiguousarray(mask[box[0] : box[1], box[2] : box[3]])
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("height", "width", "cat_max_ratio", "ignore_index", "max_tries")
+
+
+def _affine_uint8(values: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
+    return np.clip(values.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+
+
+class PhotoMetricDistortion(A.ImageOnlyTransform):
+    """mmsegmentation's PhotoMetricDistortion on an ``[H, W, 3]`` uint8 RGB image.
+
+    Each step with probability 1/2: brightness ``+ U(-32, 32)``; contrast ``* U(0.5, 1.5)`` (before the
+    colour steps or after them, at random); saturation ``* U(0.5, 1.5)``; hue ``+ randint(-18, 18)`` in
+    OpenCV's 0..179 hue units. Values are clipped to 0..255 after each step.
+    """
+
+    def __init__(
+        self,
+        brightness_delta: int = 32,
+        contrast_range: tuple[float, float] = (0.5, 1.5),
+        saturation_range: tuple[float, float] = (0.5, 1.5),
+        hue_delta: int = 18,
+        p: float = 1.0,
+    ) -> None:
+        super().__init__(p=p)
+        self.brightness_delta, self.hue_delta = brightness_delta, hue_delta
+        self.contrast_range, self.saturation_range = tuple(contrast_range), tuple(saturation_range)
+
+    def get_params(self) -> dict[str, Any]:
+        rng = self.random_generator
+        return {
+            "brightness": rng.uniform(-self.brightness_delta, self.brightness_delta) if rng.integers(2) else None,
+            "contrast_first": bool(rng.integers(2)),
+            "contrast": rng.uniform(*self.contrast_range) if rng.integers(2) else None,
+            "saturation": rng.uniform(*self.saturation_range) if rng.integers(2) else None,
+            "hue": int(rng.integers(-self.hue_delta, self.hue_delta)) if rng.integers(2) else None,
+        }
+
+    def apply(
+        self,
+        img: np.ndarray,
+        brightness: float | None,
+        contrast_first: bool,
+        contrast: float | None,
+        saturation: float | None,
+        hue: int | None,
+        **params: Any,
+    ) -> np.ndarray:
+        if brightness is not None:
+            img = _affine_uint8(img, beta=brightness)
+        if contrast is not None and contrast_first:
+            img = _affine_uint8(img, alpha=contrast)
+        if saturation is not None or hue is not None:
+            hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+            if saturation is not None:
+                hsv[..., 1] = _affine_uint8(hsv[..., 1], alpha=saturation)
+            if hue is not None:
+                hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + hue) % 180).astype(np.uint8)
+            img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        if contrast is not None and not contrast_first:
+            img = _affine_uint8(img, alpha=contrast)
+        return img
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("brightness_delta", "contrast_range", "saturation_range", "hue_delta")
+
+
+class DepthColorAugment(A.ImageOnlyTransform):
+    """BTS's colour augmentation for depth training, on an ``[H, W, 3]`` uint8 image.
+
+    On the image scaled to [0, 1]: ``x ** gamma``, ``gamma ~ U(0.9, 1.1)``; ``* U(0.75, 1.25)`` brightness;
+    ``* U(0.9, 1.1)`` per channel; clip to [0, 1].
+    """
+
+    def __init__(
+        self,
+        gamma_range: tuple[float, float] = (0.9, 1.1),
+        brightness_range: tuple[float, float] = (0.75, 1.25),
+        colour_range: tuple[float, float] = (0.9, 1.1),
+        p: float = 0.5,
+    ) -> None:
+        super().__init__(p=p)
+        self.gamma_range, self.brightness_range = tuple(gamma_range), tuple(brightness_range)
+        self.colour_range = tuple(colour_range)
+
+    def get_params(self) -> dict[str, Any]:
+        rng = self.random_generator
+        return {
+            "gamma": rng.uniform(*self.gamma_range),
+            "gain": rng.uniform(*self.brightness_range) * rng.uniform(*self.colour_range, size=3),
+        }
+
+    def apply(self, img: np.ndarray, gamma: float, gain: np.ndarray, **params: Any) -> np.ndarray:
+        scaled = (img.astype(np.float32) / 255.0) ** gamma * gain.astype(np.float32)
+        return np.round(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("gamma_range", "brightness_range", "colour_range")

@@ -1,0 +1,109 @@
+"""A user's own segmentation data: a folder of images, a folder of label PNGs, a file of class names.
+
+::
+
+    images_dir/  street_001.jpg, street_002.png, ...      (any common image format)
+    masks_dir/   street_001.png, street_002.png, ...      (single-channel uint8, value = class index)
+    class_names_file                                       (one name per line; line k names class k)
+
+An image and its mask are matched by file stem. Mask values must be class indices (0..K-1) or
+``ignore_index``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from siglip2_dense.data.image_io import IMAGE_SUFFIXES, read_label_map, read_rgb
+from siglip2_dense.errors import DataError, MissingFileError, RequestError
+
+
+def read_class_names(path: str | os.PathLike) -> tuple[str, ...]:
+    """Read class names, one per line (surrounding spaces and blank lines dropped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"class names file not found: {path} (expected one class name per line)")
+    names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    if not names:
+        raise DataError(f"class names file {path} is empty; expected one class name per line")
+    return names
+
+
+class FolderSegmentationDataset(Dataset):
+    """Images and label maps matched by file stem.
+
+    Args:
+        images_dir: folder of images (``.jpg``, ``.png``, ...).
+        masks_dir: folder of ``<stem>.png`` label maps, one per image.
+        class_names_file: text file, one class name per line.
+        ignore_index: the label value that means "no label" (kept as is, never a class).
+        transform: optional callable applied to each item dict.
+
+    Items: ``{"image": [H, W, 3] uint8 RGB, "mask": [H, W] uint8, "path": str}`` (the image path).
+    """
+
+    def __init__(
+        self,
+        images_dir: str | os.PathLike,
+        masks_dir: str | os.PathLike,
+        class_names_file: str | os.PathLike,
+        ignore_index: int = 255,
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        self.class_names = read_class_names(class_names_file)
+        if not 0 <= ignore_index <= 255:
+            raise RequestError(f"ignore_index={ignore_index} cannot be stored in a uint8 mask; expected 0..255")
+        if ignore_index < len(self.class_names):
+            raise RequestError(
+                f"ignore_index={ignore_index} is also a class index ({self.class_names[ignore_index]!r}); "
+                f"expected a value >= {len(self.class_names)}, the number of classes"
+            )
+        self.ignore_index = ignore_index
+        self.transform = transform
+        self.pairs = _match_by_stem(Path(images_dir), Path(masks_dir))
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image_path, mask_path = self.pairs[index]
+        image = read_rgb(image_path)
+        mask = read_label_map(mask_path)
+        if mask.shape != image.shape[:2]:
+            raise DataError(
+                f"size mismatch: image {image_path} is {image.shape[0]}x{image.shape[1]} but mask {mask_path} "
+                f"is {mask.shape[0]}x{mask.shape[1]} (height x width); they must be equal"
+            )
+        invalid = (mask >= len(self.class_names)) & (mask != self.ignore_index)
+        if invalid.any():
+            raise DataError(
+                f"mask {mask_path} holds label {int(mask[invalid][0])}; expected 0..{len(self.class_names) - 1} "
+                f"(one per class name) or {self.ignore_index} (ignore)"
+            )
+        item = {"image": image, "mask": mask, "path": str(image_path)}
+        return self.transform(item) if self.transform is not None else item
+
+
+def _match_by_stem(images_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]:
+    for folder in (images_dir, masks_dir):
+        if not folder.is_dir():
+            raise MissingFileError(f"folder not found: {folder}")
+    images = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}")
+    repeated = sorted(stem for stem, n in Counter(p.stem for p in images).items() if n > 1)
+    if repeated:
+        raise DataError(f"{images_dir} holds several images with stem {repeated[0]!r}; stems must be unique")
+    pairs = []
+    for image_path in images:
+        mask_path = masks_dir / f"{image_path.stem}.png"
+        if not mask_path.is_file():
+            raise MissingFileError(f"image {image_path} has no mask: expected {mask_path}")
+        pairs.append((image_path, mask_path))
+    return pairs

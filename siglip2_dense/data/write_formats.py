@@ -1,0 +1,147 @@
+"""Write synthetic scenes (:mod:`siglip2_dense.data.synthetic`) in the real on-disk formats.
+
+Scene ``i`` of a set written with seed ``S`` is ``make_scene(scene_seed(S, i), H, W)``, the same scene as
+``SyntheticDataset(num, S, (H, W))[i]``. Scenes with ``i % 4 == 1`` form the evaluation split
+(ADE20K ``validation``, NYUv2 ``test``), the others the training split, so ``num >= 2`` gives both.
+
+- ``ade20k``: ``ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_<split>_<i:08d>.{jpg,png}``.
+  Label PNG value = synthetic class + 1 (1 = background, 2 = "red circle", ...); 0 ("other" in ADE20K,
+  ignored after ``reduce_zero_label``) is never written, so ``ADE20KDataset`` gives back the synthetic
+  class indices exactly. ``class_names.txt`` (the 17 synthetic names) goes next to the two folders.
+- ``nyu-bts``: ``sync/scene_<i//8:04d>/rgb_<i:05d>.jpg`` + ``sync_depth_<i:05d>.png`` (uint16 mm) for train,
+  the same under ``official_splits/test/`` for test, and the two BTS file lists in the root (the train
+  list with BTS's leading ``/``), focal = the scene camera's.
+- ``nyu-mat``: ``nyu_depth_v2_labeled.mat`` (HDF5: ``images [N, 3, W, H]`` uint8, ``depths [N, W, H]``
+  float32 metres, ``labels [N, W, H]`` uint16 = synthetic class) and ``splits.mat`` (1-based
+  ``trainNdxs`` / ``testNdxs`` column vectors; MATLAB v5 via scipy when installed, else HDF5).
+- ``folder``: ``images/<i:05d>.png``, ``masks/<i:05d>.png`` (synthetic class), ``class_names.txt``,
+  for :class:`~siglip2_dense.data.folder.FolderSegmentationDataset` (all scenes, no split).
+
+Every file is written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from siglip2_dense.data.image_io import atomic_output, write_bytes_atomic, write_png, write_rgb
+from siglip2_dense.data.nyu import BTS_DATA_DIRS, BTS_LIST_FILES, LABELED_MAT_FILE, SPLITS_MAT_FILE
+from siglip2_dense.data.synthetic import CLASS_NAMES, SyntheticScene, make_scene, scene_seed
+from siglip2_dense.errors import RequestError
+
+FORMATS = ("ade20k", "nyu-bts", "nyu-mat", "folder")
+Size = tuple[int, int]
+
+
+def is_evaluation_scene(index: int) -> bool:
+    """Whether scene ``index`` belongs to the evaluation split (validation / test)."""
+    return index % 4 == 1
+
+
+def iter_scenes(num: int, seed: int, size: Size | Sequence[Size]) -> Iterator[tuple[int, SyntheticScene]]:
+    """Yield ``(index, scene)`` for ``index`` in ``0..num-1``.
+
+    ``size`` is one ``(height, width)`` for every scene, or a list cycled over the scenes.
+    """
+    if num < 2:
+        raise RequestError(f"num={num}: write at least 2 scenes so both splits get one")
+    sizes = [size] if isinstance(size[0], int) else list(size)
+    for index in range(num):
+        height, width = sizes[index % len(sizes)]
+        yield index, make_scene(scene_seed(seed, index), height, width)
+
+
+def write_ade20k(out: str | os.PathLike, num: int, seed: int = 0, size: Size | Sequence[Size] = (64, 64)) -> Path:
+    """Write ``num`` scenes as ``out/ADEChallengeData2016``; return that folder."""
+    root = Path(out) / "ADEChallengeData2016"
+    for index, scene in iter_scenes(num, seed, size):
+        split, short = ("validation", "val") if is_evaluation_scene(index) else ("training", "train")
+        stem = f"ADE_{short}_{index:08d}"
+        write_rgb(root / "images" / split / f"{stem}.jpg", scene.image)
+        write_png(root / "annotations" / split / f"{stem}.png", scene.mask + np.uint8(1))
+    _write_class_names(root / "class_names.txt")
+    return root
+
+
+def write_nyu_bts(out: str | os.PathLike, num: int, seed: int = 0, size: Size | Sequence[Size] = (64, 64)) -> Path:
+    """Write ``num`` scenes in the BTS layout under ``out``; return ``out``."""
+    root = Path(out)
+    lines: dict[str, list[str]] = {"train": [], "test": []}
+    for index, scene in iter_scenes(num, seed, size):
+        split = "test" if is_evaluation_scene(index) else "train"
+        folder = f"scene_{index // 8:04d}"
+        rgb, depth = f"{folder}/rgb_{index:05d}.jpg", f"{folder}/sync_depth_{index:05d}.png"
+        write_rgb(root / BTS_DATA_DIRS[split] / rgb, scene.image)
+        write_png(root / BTS_DATA_DIRS[split] / depth, depth_to_millimetres(scene.depth))
+        lead = "/" if split == "train" else ""  # BTS's train list starts paths with '/', its test list does not
+        lines[split].append(f"{lead}{rgb} {lead}{depth} {scene.focal:.4f}")
+    for split, split_lines in lines.items():
+        write_bytes_atomic(root / BTS_LIST_FILES[split], ("\n".join(split_lines) + "\n").encode())
+    return root
+
+
+def write_nyu_mat(out: str | os.PathLike, num: int, seed: int = 0, size: Size = (64, 64)) -> Path:
+    """Write ``num`` scenes as the labeled ``.mat`` plus ``splits.mat`` under ``out``; return ``out``.
+
+    All scenes share one ``size``: the labeled file is one array.
+    """
+    if not isinstance(size[0], int):
+        raise RequestError("the nyu-mat format stores one [N, 3, W, H] array: give a single (height, width)")
+    root = Path(out)
+    scenes = list(iter_scenes(num, seed, size))
+    with atomic_output(root / LABELED_MAT_FILE) as tmp, h5py.File(tmp, "w") as mat:
+        mat["images"] = np.stack([s.image.transpose(2, 1, 0) for _, s in scenes])  # [N, 3, W, H]
+        mat["depths"] = np.stack([s.depth.T for _, s in scenes]).astype(np.float32)  # [N, W, H]
+        mat["labels"] = np.stack([s.mask.T for _, s in scenes]).astype(np.uint16)  # [N, W, H]
+    test = np.array([i + 1 for i, _ in scenes if is_evaluation_scene(i)], np.float64)[:, None]
+    train = np.array([i + 1 for i, _ in scenes if not is_evaluation_scene(i)], np.float64)[:, None]
+    write_splits_mat(root / SPLITS_MAT_FILE, train, test)
+    return root
+
+
+def write_splits_mat(path: str | os.PathLike, train: np.ndarray, test: np.ndarray) -> None:
+    """Write 1-based ``trainNdxs`` / ``testNdxs`` (``[M, 1]``): MATLAB v5 if scipy is installed, else HDF5."""
+    with atomic_output(path) as tmp:
+        try:
+            from scipy.io import savemat
+        except ImportError:
+            with h5py.File(tmp, "w") as mat:
+                mat["trainNdxs"], mat["testNdxs"] = train, test
+        else:
+            savemat(tmp, {"trainNdxs": train, "testNdxs": test}, appendmat=False)
+
+
+def write_folder(out: str | os.PathLike, num: int, seed: int = 0, size: Size | Sequence[Size] = (64, 64)) -> Path:
+    """Write ``num`` scenes as ``out/{images,masks}/<i:05d>.png`` and ``out/class_names.txt``; return ``out``."""
+    root = Path(out)
+    for index, scene in iter_scenes(num, seed, size):
+        write_rgb(root / "images" / f"{index:05d}.png", scene.image)
+        write_png(root / "masks" / f"{index:05d}.png", scene.mask)
+    _write_class_names(root / "class_names.txt")
+    return root
+
+
+def depth_to_millimetres(depth: np.ndarray) -> np.ndarray:
+    """``[H, W]`` float metres -> ``[H, W]`` uint16 millimetres, rounded (0 stays 0 = invalid)."""
+    return np.clip(np.round(depth * 1000.0), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+
+
+def _write_class_names(path: Path) -> None:
+    write_bytes_atomic(path, ("\n".join(CLASS_NAMES) + "\n").encode())
+
+
+WRITERS = {"ade20k": write_ade20k, "nyu-bts": write_nyu_bts, "nyu-mat": write_nyu_mat, "folder": write_folder}
+
+
+def write_synthetic(
+    format_name: str, out: str | os.PathLike, num: int, seed: int = 0, size: Size | Sequence[Size] = (64, 64)
+) -> Path:
+    """Write ``num`` synthetic scenes in ``format_name`` (one of :data:`FORMATS`); return the data set root."""
+    if format_name not in WRITERS:
+        raise RequestError(f"unknown format {format_name!r}; valid choices: {', '.join(FORMATS)}")
+    return WRITERS[format_name](out, num, seed, size)
