@@ -1,0 +1,100 @@
+"""The loading rules, checked on the source: safetensors for weights, weights_only torch.load,
+no trust_remote_code, safe YAML, no pickle, no strict=False that hides missing keys."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted(
+    p for folder in ("siglip2_dense", "heads", "tools", "benchmarks") for p in (ROOT / folder).rglob("*.py")
+)
+
+
+def calls(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            yield node
+
+
+def call_name(node: ast.Call) -> str:
+    func = node.func
+    parts = []
+    while isinstance(func, ast.Attribute):
+        parts.append(func.attr)
+        func = func.value
+    if isinstance(func, ast.Name):
+        parts.append(func.id)
+    return ".".join(reversed(parts))
+
+
+def keyword(node: ast.Call, name: str):
+    for kw in node.keywords:
+        if kw.arg == name:
+            return kw.value
+    return None
+
+
+def violations(path: Path) -> list[str]:
+    found = []
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in calls(tree):
+        name = call_name(node)
+        where = f"{path.relative_to(ROOT)}:{node.lineno}"
+        if name.endswith("torch.load"):
+            value = keyword(node, "weights_only")
+            if not (isinstance(value, ast.Constant) and value.value is True):
+                found.append(f"{where}: torch.load without weights_only=True")
+        value = keyword(node, "trust_remote_code")
+        if value is not None and not (isinstance(value, ast.Constant) and value.value is False):
+            found.append(f"{where}: trust_remote_code is not literally False")
+        if name in ("yaml.load", "yaml.unsafe_load", "yaml.full_load"):
+            loader = keyword(node, "Loader")
+            if not (isinstance(loader, ast.Attribute) and loader.attr in ("SafeLoader", "CSafeLoader")):
+                found.append(f"{where}: {name} without the safe loader")
+        if name in ("pickle.load", "pickle.loads", "dill.load", "numpy.load", "np.load"):
+            allow = keyword(node, "allow_pickle")
+            if name.startswith(("pickle", "dill")) or (allow is not None and not (
+                    isinstance(allow, ast.Constant) and allow.value is False)):
+                found.append(f"{where}: {name} can unpickle arbitrary objects")
+        saved = ast.unparse(node.args[0]).lower() if node.args else ""
+        if name.endswith("torch.save") and not any(word in saved for word in ("optim", "sched")):
+            found.append(f"{where}: torch.save of something that is not optimizer or scheduler state (use safetensors)")
+        if name.endswith("load_state_dict"):
+            strict = keyword(node, "strict")
+            if strict is not None and not (isinstance(strict, ast.Constant) and strict.value is True):
+                found.append(f"{where}: load_state_dict(strict=...) that may hide missing keys")
+    return found
+
+
+def test_sources_exist():
+    assert len(SOURCES) > 5, "the scan must see the package"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_unsafe_loading(path):
+    assert violations(path) == []
+
+
+def test_the_scan_catches_each_rule(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "import torch, yaml, pickle\n"
+        "torch.load('x')\n"
+        "torch.load('x', weights_only=False)\n"
+        "AutoModel.from_pretrained('x', trust_remote_code=True)\n"
+        "yaml.load(open('x'))\n"
+        "pickle.load(open('x', 'rb'))\n"
+        "model.load_state_dict(sd, strict=False)\n"
+        "torch.save(model.state_dict(), 'w.pt')\n"
+    )
+    global ROOT
+    saved, ROOT = ROOT, tmp_path
+    try:
+        found = violations(bad)
+    finally:
+        ROOT = saved
+    assert len(found) == 7, found
