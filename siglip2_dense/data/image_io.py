@@ -70,7 +70,9 @@ def write_rgb(path: str | os.PathLike, image: np.ndarray, jpeg_quality: int = 95
     """Write an ``[H, W, 3]`` uint8 RGB image; the suffix of ``path`` picks the format."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise DataError(f"cannot write {path}: expected [H, W, 3] uint8 RGB, got {image.dtype} {image.shape}")
-    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if Path(path).suffix.lower() in (".jpg", ".jpeg") else []
+    params = []
+    if Path(path).suffix.lower() in (".jpg", ".jpeg"):  # no chroma subsampling: small images keep their colours
+        params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
     _write_encoded(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
 
 

@@ -223,11 +223,13 @@ def _paint_object(
     outline = _shape_outline(obj["shape"], obj["pixels"], obj["angle"])
     outline[:, 0] += obj["column"]
     outline[:, 1] += obj["base_row"] - outline[:, 1].max()  # stand on the floor
-    # OpenCV puts pixel centres on integers, this module at +0.5: shift by half a pixel, then round
-    # up (floor of the coordinates) so no painted pixel centre lies below the base row.
+    # OpenCV puts pixel centres on integers, this module at +0.5: shift by half a pixel.
     stencil = np.zeros(mask.shape, np.uint8)
-    vertices = np.floor((outline - 0.5) * 16).astype(np.int32)
-    cv2.fillPoly(stencil, [vertices], 1, lineType=cv2.LINE_8, shift=4)
+    cv2.fillPoly(stencil, [np.round((outline - 0.5) * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+    # fillPoly also paints pixels its edges touch: drop rows whose centre lies below the base, where
+    # the floor is nearer than the object would be
+    below_base = np.arange(mask.shape[0]) + 0.5 > obj["base_row"]
+    stencil[below_base] = 0
     inside = stencil > 0
     if not inside.any():
         return
