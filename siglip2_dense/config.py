@@ -1,0 +1,385 @@
+"""Experiment configs: nested dataclasses, loaded from YAML with dotted command-line overrides.
+
+An experiment is one :class:`ExperimentConfig` with five sections::
+
+    name, task                  what the run is called, "segmentation" or "depth"
+    model:  ModelConfig         the backbone (checkpoint, taps, what is tuned, patch budget)
+    head:   HeadConfig          the head's registered name and constructor arguments
+    data:   DataConfig          the data set, its splits and the training augmentation
+    train:  TrainConfig         optimisation, schedule, checkpoints, feature cache, lr grid
+    eval:   EvalConfig          how validation predicts (whole / slide / native, TTA)
+
+``load_config("configs/x.yaml", ["train.lr=1e-4", "model.layers=[-4,-3,-2,-1]"])`` merges the YAML
+(read by OmegaConf's safe loader) and the overrides onto the dataclass defaults. A key that is
+not a field, or a value of the wrong type, raises :class:`~siglip2_dense.errors.ConfigError`
+naming the key and listing the section's valid keys. :func:`save_config` writes the resolved
+config (atomically) as ``config.yaml``; :func:`config_from_yaml_text` reads one back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
+
+from siglip2_dense.errors import ConfigError, MissingFileError
+
+TASKS = ("segmentation", "depth")
+DATASETS = ("ade20k", "nyu", "folder")
+SCHEDULES = ("poly", "cosine")
+PRECISIONS = ("auto", "bf16", "fp32")
+EVAL_MODES = ("whole", "slide", "native")
+CACHE_DTYPES = ("float32", "float16", "bfloat16")
+DEPTH_CROPS = ("eigen", "garg")
+
+
+
+@dataclass
+class ModelConfig:
+    """The backbone, as :func:`siglip2_dense.load_backbone` takes it."""
+
+    backbone: str = MISSING
+    """Hub id, local checkpoint directory, or ``"timm:<model name>"``."""
+    layers: int | list[int] = 1
+    """int n = the last n blocks; a list = block indices (negative allowed)."""
+    norm: bool = True
+    """Apply the final layernorm to every tapped layer."""
+    tune_last_blocks: int = 0
+    """0 = frozen backbone (a probe); n > 0 = tune the last n blocks; -1 = tune the whole tower."""
+    dtype: str | None = None
+    """Backbone parameter dtype (``"float32"``, ``"bfloat16"``); None: bf16 on CUDA, fp32 on CPU."""
+    attn_implementation: str | None = None
+    """``"eager"``, ``"sdpa"`` or ``"flash_attention_2"``; None: sdpa."""
+    pretrained: bool = True
+    """timm backbones only: False builds random weights."""
+    max_num_patches: int | None = None
+    """NaFlex patch budget per image, in training and validation; None: the processor's."""
+
+
+@dataclass
+class HeadConfig:
+    """The head: ``build_head(name, in_channels=backbone.out_channels, **args)``."""
+
+    name: str = "linear"
+    """A key of ``siglip2_dense.heads.HEADS`` (``linear``, ``bins``, ``dpt``)."""
+    args: dict[str, Any] = field(default_factory=dict)
+    """The head's constructor arguments other than ``in_channels`` (e.g. ``num_classes: 150``)."""
+
+
+@dataclass
+class DataConfig:
+    """The data set, its splits, and the training augmentation (mmsegmentation / BTS recipes)."""
+
+    dataset: str = "ade20k"
+    """``ade20k`` (root = ADEChallengeData2016), ``nyu`` (BTS or .mat layout), ``folder``
+    (root/<split>/images, root/<split>/masks, root/class_names.txt)."""
+    root: str = MISSING
+    """The data set folder."""
+    train_split: str = "training"
+    """Split trained on (ADE20K: training; NYUv2: train; folder: a sub-folder name)."""
+    val_split: str = "validation"
+    """Split validated on (ADE20K: validation; NYUv2: test)."""
+    nyu_layout: str = "bts"
+    """NYUv2 only: ``bts`` or ``mat``."""
+    num_workers: int = 4
+    """DataLoader worker processes per training process."""
+    crop_size: list[int] = field(default_factory=lambda: [512, 512])
+    """Training crop ``[height, width]`` in pixels."""
+    short_side: int = 512
+    """Segmentation: the short side the train scale range is relative to, and the eval resize."""
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    """Segmentation: random rescale ratio range of the short side."""
+    cat_max_ratio: float = 0.75
+    """Segmentation: re-draw crops where one class covers this fraction or more."""
+    flip_prob: float = 0.5
+    """Horizontal flip probability."""
+    photometric: bool = True
+    """Segmentation: mmsegmentation's PhotoMetricDistortion."""
+    rotate_degrees: float = 2.5
+    """Depth: random rotation range (+-degrees, applied with probability 1/2)."""
+    colour_prob: float = 0.5
+    """Depth: probability of BTS's colour augmentation."""
+    min_depth: float = 1e-3
+    """Depth: ground truth counts as valid above this (metres), in the loss and the metrics."""
+    max_depth: float = 10.0
+    """Depth: ground truth counts as valid below this (metres)."""
+    train_views: int = 0
+    """0: a fresh random augmentation per image and epoch; V > 0: V fixed augmented views per image
+    (view v of image i seeded by (seed, v, i)), the training set being the V * N views."""
+
+
+@dataclass
+class TrainConfig:
+    """The iteration-based optimisation loop, its checkpoints and the fast frozen probes."""
+
+    output_dir: str | None = None
+    """Where checkpoints, config.yaml and log.jsonl go; None: ``runs/<name>``."""
+    iterations: int = 40000
+    """Optimiser steps."""
+    batch_size: int = 16
+    """Global batch (all processes, all accumulation steps together)."""
+    grad_accum_steps: int = 1
+    """Micro-batches per optimiser step in each process."""
+    lr: float = 1e-3
+    """Head learning rate (peak, after warm-up)."""
+    lr_grid: list[float] = field(default_factory=list)
+    """Several head learning rates trained in one pass over the same features (frozen backbone)."""
+    layer_grid: list[list[int]] = field(default_factory=list)
+    """Several layer choices (block indices, each a subset of ``model.layers``), crossed with the lr grid."""
+    backbone_lr_multiplier: float = 0.1
+    """Backbone learning rate = lr * this, when part of the backbone is tuned."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay (never on norms, biases, embeddings' position tables or 1-D parameters)."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW betas."""
+    schedule: str = "poly"
+    """Decay after warm-up: ``poly`` or ``cosine``."""
+    poly_power: float = 1.0
+    """Exponent of the poly decay."""
+    warmup_iterations: int = 1500
+    """Linear warm-up length."""
+    warmup_ratio: float = 1e-6
+    """Warm-up starts at lr * this."""
+    min_lr: float = 0.0
+    """The lr the decay ends at (absolute, scaled like lr for the backbone group)."""
+    grad_clip: float | None = None
+    """Clip the global gradient norm to this; None: no clipping."""
+    seed: int = 0
+    """Seeds the head initialisation, the data order and every augmentation."""
+    precision: str = "auto"
+    """``auto`` (bf16 autocast on CUDA, float32 on CPU), ``bf16`` or ``fp32``."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
+    log_every: int = 50
+    """Write a log.jsonl line every this many steps."""
+    val_every: int = 4000
+    """Validate every this many steps (and always at the end); 0: only at the end."""
+    checkpoint_every: int = 4000
+    """Write a resumable checkpoint every this many steps (and at the end)."""
+    keep_checkpoints: int = 1
+    """How many resumable step checkpoints to keep (the newest)."""
+    resume: str = ""
+    """``""``: start fresh; ``"auto"``: continue from the newest complete checkpoint in output_dir if any;
+    or the path of one checkpoint directory."""
+    feature_cache: bool = False
+    """Frozen backbone + fixed views: compute the features once, cache them on disk, train heads on the cache."""
+    feature_cache_dir: str | None = None
+    """Where cached features live; None: ``<output_dir>/feature_cache``."""
+    feature_cache_dtype: str = "float32"
+    """Storage dtype of cached features: ``float32``, ``float16`` or ``bfloat16``."""
+    loss_args: dict[str, Any] = field(default_factory=dict)
+    """Depth only: keyword arguments of ``losses.depth_loss`` (variance_focus, scale, gradient_weight, ...)."""
+
+
+@dataclass
+class EvalConfig:
+    """How validation predicts; the metrics are the data set's (mIoU or the depth errors)."""
+
+    mode: str = "slide"
+    """``whole`` (one forward per image), ``slide`` (mmseg sliding window) or ``native`` (NaFlex aspect)."""
+    crop_size: list[int] = field(default_factory=lambda: [512, 512])
+    """Sliding-window size ``[height, width]``."""
+    stride: list[int] = field(default_factory=lambda: [341, 341])
+    """Sliding-window step ``[height, width]``."""
+    flip: bool = False
+    """Add horizontally flipped predictions (test-time augmentation)."""
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    """Image scales averaged (test-time augmentation)."""
+    depth_crop: str | None = "eigen"
+    """Depth: evaluation crop ``eigen``, ``garg`` or None."""
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: everything ``tools/train.py`` needs."""
+
+    name: str = MISSING
+    """The run's name (default output folder ``runs/<name>``)."""
+    task: str = "segmentation"
+    """``segmentation`` or ``depth``."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "head": HeadConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+}
+
+
+def field_names(cls: type) -> list[str]:
+    """The field names of a config dataclass, in declaration order."""
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read a YAML experiment, apply ``key=value`` overrides, check it, return the dataclasses.
+
+    Args:
+        path: a YAML file whose keys are (a subset of) :class:`ExperimentConfig`'s.
+        overrides: dotted ``section.key=value`` strings; values are parsed as YAML
+            (``train.lr=1e-4``, ``model.layers=[-4,-3,-2,-1]``, ``model.dtype=null``).
+
+    Raises:
+        MissingFileError: ``path`` does not exist.
+        ConfigError: an unknown key, a wrong type, a missing required value, or an invalid choice.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"config file not found: {path}")
+    try:
+        from_file = OmegaConf.load(path)
+    except Exception as error:  # yaml's scanner / parser errors
+        raise ConfigError(f"cannot parse {path} as YAML: {error}") from error
+    if not isinstance(from_file, DictConfig):
+        raise ConfigError(f"{path} holds a {type(from_file).__name__}; expected a mapping of config sections")
+    return merge_config(from_file, overrides, source=str(path))
+
+
+def config_from_yaml_text(text: str) -> ExperimentConfig:
+    """An :class:`ExperimentConfig` from the text :func:`save_config` wrote (a checkpoint's config.yaml)."""
+    loaded = OmegaConf.create(text)
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError("config text is not a mapping of config sections")
+    return merge_config(loaded, (), source="config text")
+
+
+def merge_config(values: DictConfig, overrides: list[str] | tuple[str, ...] = (), source: str = "") -> ExperimentConfig:
+    """Merge ``values`` and then ``overrides`` onto the defaults; see :func:`load_config`."""
+    for override in overrides:
+        if "=" not in override or override.startswith("="):
+            raise ConfigError(f"override {override!r} is not key=value (e.g. train.lr=1e-4)")
+    where = f" (in {source})" if source else ""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), values)
+        where = " (in the command-line overrides)"
+        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        config = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:
+        raise ConfigError(describe_error(error) + where) from error
+    assert isinstance(config, ExperimentConfig)
+    check_choices(config)
+    return config
+
+
+def describe_error(error: OmegaConfBaseException) -> str:
+    """OmegaConf's error rephrased: the key, what is wrong, and the keys that are valid there."""
+    key = str(getattr(error, "full_key", "") or getattr(error, "key", "") or "?")
+    parent = key.rsplit(".", 1)[0] if "." in key else ""
+    valid = valid_keys(parent)
+    listing = f"; valid keys{' in ' + repr(parent) if parent else ''}: {', '.join(valid)}" if valid else ""
+    if isinstance(error, ConfigKeyError):
+        return f"unknown config key {key!r}{listing}"
+    if isinstance(error, MissingMandatoryValue):
+        return f"config key {key!r} is required but has no value; set it in the YAML or as {key}=..."
+    if isinstance(error, ValidationError):
+        message = str(error).splitlines()[0]
+        return f"config key {key!r} has a value of the wrong type: {message}{listing}"
+    return f"config key {key!r}: {str(error).splitlines()[0]}{listing}"
+
+
+def valid_keys(parent: str) -> list[str]:
+    """Field names of the section at dotted path ``parent`` ("" = the top level), or [] if not a section."""
+    if parent == "":
+        return field_names(ExperimentConfig)
+    if parent in SECTIONS:
+        return field_names(SECTIONS[parent])
+    return []
+
+
+def _choice(value: Any, choices: tuple[Any, ...], key: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not a valid choice; valid choices: {', '.join(map(str, choices))}")
+
+
+def _positive(value: float, key: str, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{key}={value}: expected a {'non-negative' if allow_zero else 'positive'} number")
+
+
+def _pair(values: list[Any], key: str) -> None:
+    if len(values) != 2 or any(v <= 0 for v in values):
+        raise ConfigError(f"{key}={values}: expected two positive numbers [height, width] / [low, high]")
+
+
+def check_choices(config: ExperimentConfig) -> None:
+    """Raise :class:`ConfigError` for values of the right type that mean nothing (naming the valid ones)."""
+    _choice(config.task, TASKS, "task")
+    _choice(config.data.dataset, DATASETS, "data.dataset")
+    _choice(config.train.schedule, SCHEDULES, "train.schedule")
+    _choice(config.train.precision, PRECISIONS, "train.precision")
+    _choice(config.train.feature_cache_dtype, CACHE_DTYPES, "train.feature_cache_dtype")
+    _choice(config.eval.mode, EVAL_MODES, "eval.mode")
+    if config.eval.depth_crop is not None:
+        _choice(config.eval.depth_crop, DEPTH_CROPS, "eval.depth_crop")
+    if config.model.tune_last_blocks < -1:
+        raise ConfigError(f"model.tune_last_blocks={config.model.tune_last_blocks}: expected -1 (all), 0 or n > 0")
+    train = config.train
+    for key in ("iterations", "batch_size", "grad_accum_steps", "log_every", "keep_checkpoints"):
+        _positive(getattr(train, key), f"train.{key}")
+    for key in ("lr", "weight_decay", "warmup_iterations", "val_every", "checkpoint_every", "min_lr"):
+        _positive(getattr(train, key), f"train.{key}", allow_zero=True)
+    if train.batch_size % train.grad_accum_steps:
+        raise ConfigError(
+            f"train.batch_size={train.batch_size} is not a multiple of train.grad_accum_steps={train.grad_accum_steps}"
+        )
+    if len(train.betas) != 2:
+        raise ConfigError(f"train.betas={train.betas}: expected two numbers")
+    _pair(config.data.crop_size, "data.crop_size")
+    _pair(config.data.scale_range, "data.scale_range")
+    _pair(config.eval.crop_size, "eval.crop_size")
+    _pair(config.eval.stride, "eval.stride")
+    if not config.eval.scales or any(s <= 0 for s in config.eval.scales):
+        raise ConfigError(f"eval.scales={config.eval.scales}: expected a non-empty list of positive numbers")
+    _positive(config.data.train_views, "data.train_views", allow_zero=True)
+    if config.task == "segmentation" and train.loss_args:
+        raise ConfigError(
+            f"train.loss_args={train.loss_args}: segmentation takes no loss arguments (cross-entropy averaged over "
+            "the labelled pixels of the global batch); loss_args are for depth_loss"
+        )
+
+
+def config_to_container(config: ExperimentConfig) -> dict[str, Any]:
+    """The config as plain dicts and lists (for YAML, JSON or a checkpoint)."""
+    container = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+    assert isinstance(container, dict)
+    return container
+
+
+def config_to_yaml(config: ExperimentConfig) -> str:
+    """The resolved config as YAML text."""
+    return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
+def save_config(config: ExperimentConfig, path: str | os.PathLike) -> Path:
+    """Write the resolved config as YAML to ``path`` atomically (temporary file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(config_to_yaml(config))
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def output_dir(config: ExperimentConfig) -> Path:
+    """The run's folder: ``train.output_dir``, or ``runs/<name>``."""
+    return Path(config.train.output_dir) if config.train.output_dir else Path("runs") / config.name
