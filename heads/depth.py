@@ -1,0 +1,83 @@
+"""The linear depth probe: BatchNorm + 1x1 convolution to depth-bin logits (DINOv2's ``linear`` depth).
+
+DINOv2 / DINOv3 protocol: 256 bins between ``min_depth`` and ``max_depth``, weights
+``relu(logit) + 0.1`` normalised over bins, depth = expectation over the bin centres
+(:class:`DepthFromBins`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from siglip2_dense.errors import RequestError
+from siglip2_dense.features import DenseFeatures
+
+from .depth_bins import DepthFromBins, check_depth_range
+from .head_inputs import LAYER_CHOICES, broadcast_to_cells, checked_channels, masked_maps, pooled_embedding
+from .masked_batch_norm import MaskedBatchNorm2d
+from .padded_grid import zero_padding
+
+
+class BinsDepthHead(nn.Module):
+    """Per-patch depth from a linear classifier over depth bins.
+
+    Args:
+        in_channels: the backbone's ``out_channels``, one width per tapped layer.
+        layers: ``"all"`` concatenates every map (DINOv2 ``linear4`` when the backbone taps the last
+            four blocks); ``"last"`` uses only the last map (DINOv2 ``linear``).
+        min_depth, max_depth: the depth range in metres; every real output lies inside it.
+        num_bins: N, the number of depth bins.
+        bin_spacing: ``"uniform"`` (DINOv2) or ``"log"``.
+        use_pooled: concatenate the pooled MAP-head embedding to every patch feature.
+        pooled_channels: width of the pooled embedding (default: ``in_channels[-1]``).
+        dropout: channel dropout before the classifier.
+
+    ``forward(features) -> depth [B, 1, Hmax, Wmax]`` in metres on the padded patch grid; real cells
+    lie in ``[min_depth, max_depth]``, padded cells are 0.
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        layers: str = "all",
+        min_depth: float = 1e-3,
+        max_depth: float = 10.0,
+        num_bins: int = 256,
+        bin_spacing: str = "uniform",
+        use_pooled: bool = False,
+        pooled_channels: int | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        channels = checked_channels(in_channels, "BinsDepthHead")
+        check_depth_range(min_depth, max_depth, num_bins, bin_spacing, "BinsDepthHead")
+        if layers not in LAYER_CHOICES:
+            raise RequestError(f"BinsDepthHead: layers={layers!r}; expected one of {', '.join(LAYER_CHOICES)}")
+        if not 0.0 <= dropout < 1.0:
+            raise RequestError(f"BinsDepthHead: dropout={dropout}; expected a probability in [0, 1)")
+        self.config = dict(in_channels=channels, layers=layers, min_depth=float(min_depth), max_depth=float(max_depth),
+                           num_bins=int(num_bins), bin_spacing=bin_spacing, use_pooled=bool(use_pooled),
+                           pooled_channels=pooled_channels, dropout=float(dropout))
+        self.in_channels = channels
+        self.layers = layers
+        self.use_pooled = bool(use_pooled)
+        self.pooled_channels = int(pooled_channels) if pooled_channels is not None else channels[-1]
+        width = (sum(channels) if layers == "all" else channels[-1]) + (self.pooled_channels if self.use_pooled else 0)
+        self.norm = MaskedBatchNorm2d(width)
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.classifier = nn.Conv2d(width, int(num_bins), kernel_size=1)
+        self.to_depth = DepthFromBins(min_depth, max_depth, int(num_bins), bin_spacing)
+
+    def forward(self, features: DenseFeatures) -> torch.Tensor:
+        """:class:`DenseFeatures` -> depth ``[B, 1, Hmax, Wmax]`` (metres), zero on padded cells."""
+        maps = masked_maps(features, self.in_channels, "BinsDepthHead")
+        maps = maps if self.layers == "all" else maps[-1:]
+        if self.use_pooled:
+            pooled = pooled_embedding(features, self.pooled_channels, "BinsDepthHead")
+            maps = [*maps, broadcast_to_cells(pooled.to(maps[0].dtype), features.mask)]
+        x = self.norm(torch.cat(maps, dim=1), features.mask)
+        depth = self.to_depth(self.classifier(self.dropout(x)))
+        return zero_padding(depth, features.mask)

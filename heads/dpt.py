@@ -1,0 +1,172 @@
+"""The DPT decoder (Ranftl et al., "Vision Transformers for Dense Prediction", 2021) on four layers.
+
+Four tapped layers are reassembled at 4x, 2x, 1x and 1/2x the patch grid, projected to a common
+width, and fused coarse to fine by residual fusion blocks that each upsample 2x; the fused map
+is 8x the patch grid (stride ``patch_size / 8`` in pixels). A segmentation head (3x3 conv, norm,
+ReLU, dropout, 1x1 conv) or a depth head (3x3 conv, ReLU, 1x1 conv to depth bins, expectation
+over bin centres) runs on it.
+
+Output resolution: :meth:`DPTHead.forward` returns the toolkit's contract, outputs on the padded
+patch grid ``[B, K, Hmax, Wmax]``: the fine map averaged over each patch's 8x8 block (each block
+lies inside its patch, so no padding mixes in). :meth:`DPTHead.forward_fine` returns the fine map
+itself with its mask, for callers that want DPT's native resolution.
+
+Padding: every stage is padding-safe (:mod:`.dpt_blocks`), so an image's outputs do not depend on
+the other images of its batch. Odd grids are handled exactly: the 1/2x stage has ``ceil(h / 2)``
+rows, and its 2x upsampling is cropped back to ``h``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from siglip2_dense.errors import RequestError
+from siglip2_dense.features import DenseFeatures
+
+from .depth_bins import DepthFromBins, check_depth_range
+from .dpt_blocks import READOUTS, STAGE_SCALES, FusionBlock, Reassemble, masked_conv
+from .head_inputs import checked_channels, masked_maps, pooled_embedding
+from .masked_batch_norm import MaskedBatchNorm2d
+from .padded_grid import grid_sizes_at, mask_like, pool_to_grid, zero_padding
+
+TASKS = ("segmentation", "depth")
+FINE_SCALE = 8  # the fused map's resolution relative to the patch grid
+
+
+def default_fusion_width(in_channels: Sequence[int]) -> int:
+    """A third of the widest layer, between 8 and 256 (DPT uses 256 for ViT-B/L)."""
+    return min(256, max(8, max(in_channels) // 3))
+
+
+def default_reassemble_channels(in_channels: Sequence[int]) -> list[int]:
+    """``[C0 / 8, C1 / 4, C2 / 2, C3]`` for the 4x, 2x, 1x, 1/2x stages (DINOv2's DPT; 96..768 on ViT-B)."""
+    return [max(1, channels // 2 ** (3 - stage)) for stage, channels in enumerate(in_channels)]
+
+
+class DPTHead(nn.Module):
+    """DPT decoder for segmentation logits or metric depth.
+
+    Args:
+        in_channels: the backbone's ``out_channels``: exactly four layers, shallow to deep
+            (e.g. ``layers=[2, 5, 8, 11]`` on a 12-block ViT, as DPT-Base).
+        num_outputs: K, the number of classes; 1 for depth.
+        task: ``"segmentation"`` (logits) or ``"depth"`` (metres from depth bins).
+        features: F, the fusion width (default :func:`default_fusion_width`).
+        reassemble_channels: four widths of the reassembled layers (default
+            :func:`default_reassemble_channels`).
+        readout: how the pooled MAP-head embedding enters each layer: ``"ignore"``, ``"add"``
+            (needs ``pooled_channels`` equal to every layer's width) or ``"project"`` (concatenate,
+            1x1 conv back to the layer width, GELU), DPT's readout options.
+        pooled_channels: width of the pooled embedding (default: ``in_channels[-1]``).
+        use_batchnorm: BatchNorm in the residual units and the segmentation head (default: True for
+            segmentation, False for depth, as DPT).
+        dropout: dropout before the segmentation classifier.
+        min_depth, max_depth, num_bins, bin_spacing: depth only, as :class:`BinsDepthHead`.
+
+    ``forward(features) -> [B, K, Hmax, Wmax]`` (logits, or depth in metres with K = 1), zero on
+    padded cells; ``forward_fine(features)`` -> the same at 8x the patch grid, and its mask.
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        num_outputs: int,
+        task: str = "segmentation",
+        features: int | None = None,
+        reassemble_channels: Sequence[int] | None = None,
+        readout: str = "ignore",
+        pooled_channels: int | None = None,
+        use_batchnorm: bool | None = None,
+        dropout: float = 0.0,
+        min_depth: float = 1e-3,
+        max_depth: float = 10.0,
+        num_bins: int = 256,
+        bin_spacing: str = "uniform",
+    ) -> None:
+        super().__init__()
+        channels = checked_channels(in_channels, "DPTHead")
+        if len(channels) != len(STAGE_SCALES):
+            raise RequestError(
+                f"DPTHead: in_channels={channels} has {len(channels)} layers; DPT fuses exactly 4 (load the "
+                "backbone with layers=4 or four block indices such as [2, 5, 8, 11])"
+            )
+        if task not in TASKS:
+            raise RequestError(f"DPTHead: task={task!r}; expected one of {', '.join(TASKS)}")
+        if int(num_outputs) < 1 or (task == "depth" and int(num_outputs) != 1):
+            raise RequestError(f"DPTHead: num_outputs={num_outputs} for task={task!r}; expected K >= 1 (1 for depth)")
+        if readout not in READOUTS:
+            raise RequestError(f"DPTHead: readout={readout!r}; expected one of {', '.join(READOUTS)}")
+        if not 0.0 <= dropout < 1.0:
+            raise RequestError(f"DPTHead: dropout={dropout}; expected a probability in [0, 1)")
+        if task == "depth":
+            check_depth_range(min_depth, max_depth, num_bins, bin_spacing, "DPTHead")
+        width = int(features) if features is not None else default_fusion_width(channels)
+        stages = (checked_channels(reassemble_channels, "DPTHead reassemble_channels")
+                  if reassemble_channels is not None else default_reassemble_channels(channels))
+        if width < 2 or len(stages) != len(STAGE_SCALES):
+            raise RequestError(
+                f"DPTHead: features={width}, reassemble_channels={stages}; expected features >= 2 and 4 widths"
+            )
+        pooled_width = int(pooled_channels) if pooled_channels is not None else channels[-1]
+        if readout == "add" and any(c != pooled_width for c in channels):
+            raise RequestError(
+                f"DPTHead: readout='add' needs the pooled width ({pooled_width}) to equal every layer's {channels}"
+            )
+        batchnorm = (task == "segmentation") if use_batchnorm is None else bool(use_batchnorm)
+        self.config = dict(
+            in_channels=channels, num_outputs=int(num_outputs), task=task, features=features,
+            reassemble_channels=list(reassemble_channels) if reassemble_channels is not None else None,
+            readout=readout, pooled_channels=pooled_channels, use_batchnorm=use_batchnorm,
+            dropout=float(dropout), min_depth=float(min_depth), max_depth=float(max_depth),
+            num_bins=int(num_bins), bin_spacing=bin_spacing,
+        )
+        self.in_channels, self.task, self.readout, self.pooled_channels = channels, task, readout, pooled_width
+        self.reassemble = nn.ModuleList(
+            Reassemble(c, r, up, down, readout, pooled_width)
+            for c, r, (up, down) in zip(channels, stages, STAGE_SCALES)
+        )
+        self.stage_convs = nn.ModuleList(nn.Conv2d(r, width, kernel_size=3, padding=1, bias=False) for r in stages)
+        self.fusion = nn.ModuleList(FusionBlock(width, batchnorm, has_skip=i > 0) for i in range(len(stages)))
+        self.output_conv = nn.Conv2d(width, width if task == "segmentation" else max(1, width // 2),
+                                     kernel_size=3, padding=1, bias=not (batchnorm and task == "segmentation"))
+        self.output_norm = MaskedBatchNorm2d(width) if batchnorm and task == "segmentation" else None
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.classifier = nn.Conv2d(self.output_conv.out_channels,
+                                    int(num_outputs) if task == "segmentation" else int(num_bins), kernel_size=1)
+        self.to_depth = DepthFromBins(min_depth, max_depth, int(num_bins), bin_spacing) if task == "depth" else None
+
+    def forward_fine(self, features: DenseFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+        """:class:`DenseFeatures` -> ``([B, K, 8*Hmax, 8*Wmax], mask [B, 8*Hmax, 8*Wmax])``, zero on padding."""
+        maps = masked_maps(features, self.in_channels, "DPTHead")
+        pooled = None
+        if self.readout != "ignore":
+            pooled = pooled_embedding(features, self.pooled_channels, "DPTHead").to(maps[0].dtype)
+        sizes = features.grid_sizes.to(maps[0].device).long()
+        height, width = maps[0].shape[-2:]
+        stages = []
+        for feature_map, reassemble, conv, (up, down) in zip(maps, self.reassemble, self.stage_convs, STAGE_SCALES):
+            x = reassemble(feature_map, pooled, sizes)
+            mask = mask_like(x, grid_sizes_at(sizes, up, down))
+            stages.append((masked_conv(conv, x, mask, mask), grid_sizes_at(sizes, up, down)))
+        x, x_sizes = stages[-1]
+        for index, block in enumerate(self.fusion):
+            skip = stages[len(stages) - 1 - index][0] if index > 0 else None
+            up = 2 ** index  # coarse to fine: 1/2x -> 1x -> 2x -> 4x -> 8x
+            out_sizes = grid_sizes_at(sizes, up)
+            x = block(x, x_sizes, skip, out_sizes, (height * up, width * up))
+            x_sizes = out_sizes
+        fine_mask = mask_like(x, x_sizes)
+        x = masked_conv(self.output_conv, x, fine_mask, fine_mask)
+        x = self.output_norm(x, fine_mask) if self.output_norm is not None else x
+        x = self.classifier(self.dropout(torch.relu(x)))
+        if self.to_depth is not None:
+            x = self.to_depth(x)
+        return zero_padding(x, fine_mask), fine_mask
+
+    def forward(self, features: DenseFeatures) -> torch.Tensor:
+        """:class:`DenseFeatures` -> ``[B, K, Hmax, Wmax]`` on the patch grid (each patch's 8x8 mean)."""
+        fine, _ = self.forward_fine(features)
+        return pool_to_grid(fine, FINE_SCALE)

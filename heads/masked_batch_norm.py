@@ -1,0 +1,65 @@
+"""BatchNorm whose batch statistics come from the real patches only.
+
+A padded NaFlex batch holds cells that belong to no image. ``nn.BatchNorm2d`` would average them
+into its statistics, so an image's output would depend on how much padding its batch-mates
+brought. :class:`MaskedBatchNorm2d` takes the mask next to the input: in training it normalises
+with the mean and (biased) variance of the real cells and updates the running statistics with
+them (unbiased variance, as ``nn.BatchNorm2d``); in evaluation it uses the running statistics.
+Padded cells come out as zero. With a mask that is all True it equals ``nn.BatchNorm2d``.
+
+Statistics are local to the process (no SyncBatchNorm across DDP ranks).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from siglip2_dense.errors import RequestError
+
+
+class MaskedBatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` over the cells where ``mask`` is True; same parameters and state-dict keys.
+
+    ``forward(x [B, C, H, W], mask [B, H, W] bool) -> [B, C, H, W]``, zero where ``mask`` is False.
+    Statistics are computed in float32 whatever the input dtype.
+    """
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        if mask is None:
+            mask = torch.ones(x.shape[0], *x.shape[2:], dtype=torch.bool, device=x.device)
+        if mask.shape != (x.shape[0], *x.shape[2:]):
+            raise RequestError(
+                f"MaskedBatchNorm2d: mask {tuple(mask.shape)} does not fit input {tuple(x.shape)}; expected "
+                "[B, H, W]"
+            )
+        weights = mask[:, None].to(torch.float32)
+        values = x.to(torch.float32)
+        use_batch_stats = self.training or not self.track_running_stats
+        if use_batch_stats:
+            count = weights.sum()
+            if count <= 1:
+                raise RequestError(
+                    f"MaskedBatchNorm2d in training needs more than one real cell per channel; got {int(count)}"
+                )
+            mean = (values * weights).sum(dim=(0, 2, 3)) / count
+            centred = (values - mean[None, :, None, None]) * weights
+            var = centred.square().sum(dim=(0, 2, 3)) / count
+            if self.training and self.track_running_stats:
+                self._update_running_stats(mean, var * count / (count - 1))
+        else:
+            mean, var = self.running_mean.float(), self.running_var.float()
+        scale = torch.rsqrt(var + self.eps)
+        shift = -mean * scale
+        if self.affine:
+            scale = scale * self.weight.float()
+            shift = shift * self.weight.float() + self.bias.float()
+        out = values * scale[None, :, None, None] + shift[None, :, None, None]
+        return (out * weights).to(x.dtype)
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
+        self.num_batches_tracked.add_(1)
+        momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
+        self.running_var.lerp_(unbiased_var.detach().to(self.running_var.dtype), momentum)
