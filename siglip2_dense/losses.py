@@ -1,0 +1,161 @@
+"""Training losses for the dense heads: segmentation cross-entropy and depth losses.
+
+Predictions come on the patch grid and targets at image resolution; every loss first resizes
+the prediction bilinearly (``align_corners=False``) to the target's size, as mmsegmentation and
+DINOv2's depth heads do. The prediction must cover exactly the target's extent: for a padded
+batch, crop each image's real grid (``features.grid_sizes``) before calling these.
+
+Depth losses work on ``g = log(pred) - log(gt)`` over the valid pixels,
+``min_depth < gt < max_depth`` (NYUv2: 1e-3 < gt < 10), pooled over the whole batch.
+
+Scale-invariant log loss (Eigen et al. 2014), in BTS's parameterisation::
+
+    silog = scale * sqrt(mean(g^2) - variance_focus * mean(g)^2)
+          = scale * sqrt(Var(g) + (1 - variance_focus) * mean(g)^2)     (Var with 1/N)
+
+BTS uses ``variance_focus = 0.85, scale = 10``. AdaBins / DINOv2's ``SigLoss`` with
+``loss_weight=10`` writes the same thing as ``10 * sqrt(Var(g) + 0.15 * mean(g)^2)``, with the
+unbiased variance (1/(N-1)) and ``log(x + 1e-3)``; over the thousands of pixels of an image the
+two agree to within ``N / (N - 1)`` on the variance term. ``variance_focus = 1`` gives the fully
+scale-invariant loss, ``0`` the RMSE of log depth.
+
+Gradient matching (MiDaS, Ranftl et al. 2020, on the log difference): at scales
+``s = 0 .. num_scales - 1`` the maps are subsampled with step ``2^s`` and the absolute differences
+of ``g`` between horizontal and vertical neighbours that are both valid are summed and divided
+by the number of valid pixels at that scale; the scales are added up.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from siglip2_dense.errors import RequestError
+
+
+def resize_to(prediction: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ``prediction [B, C, h, w]`` to ``size`` (``align_corners=False``); as is if equal."""
+    if tuple(prediction.shape[-2:]) == tuple(size):
+        return prediction
+    return F.interpolate(prediction, size=size, mode="bilinear", align_corners=False)
+
+
+def segmentation_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int = 255,
+    average_over_valid: bool = True,
+) -> torch.Tensor:
+    """Per-pixel cross-entropy of ``logits [B, K, h, w]`` against ``target [B, H, W]`` (long).
+
+    The logits are upsampled to ``(H, W)`` first. Pixels labelled ``ignore_index`` contribute
+    nothing. ``average_over_valid=True`` averages over the other pixels (PyTorch's rule,
+    mmsegmentation's ``avg_non_ignore=True``); False averages over all pixels, ignored ones
+    included (mmsegmentation's default). A batch with no valid pixel gives 0 (with a graph).
+    """
+    if logits.ndim != 4 or target.ndim != 3 or logits.shape[0] != target.shape[0]:
+        raise RequestError(
+            f"segmentation_cross_entropy: logits {tuple(logits.shape)}, target {tuple(target.shape)}; "
+            "expected [B, K, h, w] and [B, H, W]"
+        )
+    logits = resize_to(logits.float(), tuple(target.shape[-2:]))
+    per_pixel = F.cross_entropy(logits, target.long(), ignore_index=ignore_index, reduction="none")
+    valid = target != ignore_index
+    count = valid.sum() if average_over_valid else torch.tensor(target.numel(), device=target.device)
+    return per_pixel.sum() / count.clamp_min(1)
+
+
+def _depth_pair(
+    prediction: torch.Tensor, target: torch.Tensor, min_depth: float, max_depth: float, where: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log(pred) - log(gt) [B, H, W], valid [B, H, W])``, the prediction resized to the target."""
+    if prediction.ndim == 3:
+        prediction = prediction[:, None]
+    if target.ndim == 4 and target.shape[1] == 1:
+        target = target[:, 0]
+    if prediction.ndim != 4 or prediction.shape[1] != 1 or target.ndim != 3 or prediction.shape[0] != target.shape[0]:
+        raise RequestError(
+            f"{where}: prediction {tuple(prediction.shape)}, target {tuple(target.shape)}; expected "
+            "[B, 1, h, w] (or [B, h, w]) and [B, H, W] (or [B, 1, H, W]) in metres"
+        )
+    prediction = resize_to(prediction.float(), tuple(target.shape[-2:]))[:, 0]
+    target = target.float()
+    valid = (target > min_depth) & (target < max_depth)
+    safe_prediction = torch.where(valid, prediction, torch.ones_like(prediction))
+    safe_target = torch.where(valid, target, torch.ones_like(target))
+    return torch.log(safe_prediction) - torch.log(safe_target), valid
+
+
+def silog_loss(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    min_depth: float = 1e-3,
+    max_depth: float = 10.0,
+    variance_focus: float = 0.85,
+    scale: float = 10.0,
+) -> torch.Tensor:
+    """Scale-invariant log loss ``scale * sqrt(mean(g^2) - variance_focus * mean(g)^2)`` (BTS).
+
+    Args:
+        prediction: depth ``[B, 1, h, w]`` or ``[B, h, w]`` in metres, positive where the target is valid.
+        target: depth ``[B, H, W]`` or ``[B, 1, H, W]``; pixels outside ``(min_depth, max_depth)`` are ignored.
+
+    Returns:
+        A scalar; 0 (with a graph) when no pixel is valid. The square root's argument is floored at
+        1e-12, so an exact prediction gives a finite (zero) gradient.
+    """
+    if not 0.0 <= variance_focus <= 1.0:
+        raise RequestError(f"silog_loss: variance_focus={variance_focus}; expected a value in [0, 1]")
+    g, valid = _depth_pair(prediction, target, min_depth, max_depth, "silog_loss")
+    count = valid.sum()
+    if int(count) == 0:
+        return g.sum() * 0.0
+    g = g[valid]
+    second_moment = g.square().mean()
+    return scale * torch.sqrt((second_moment - variance_focus * g.mean().square()).clamp_min(1e-12))
+
+
+def gradient_matching_loss(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    min_depth: float = 1e-3,
+    max_depth: float = 10.0,
+    num_scales: int = 4,
+) -> torch.Tensor:
+    """MiDaS multi-scale gradient matching on ``g = log(pred) - log(gt)``.
+
+    ``sum over s of (sum |dg/dx| + sum |dg/dy|) / (valid pixels at scale s)``, with the maps
+    subsampled by ``2^s`` and each difference counted only where both neighbours are valid.
+    Shapes as :func:`silog_loss`. Scales without a valid pixel contribute 0.
+    """
+    if num_scales < 1:
+        raise RequestError(f"gradient_matching_loss: num_scales={num_scales}; expected at least 1")
+    g, valid = _depth_pair(prediction, target, min_depth, max_depth, "gradient_matching_loss")
+    total = g.sum() * 0.0
+    for level in range(num_scales):
+        step = 2**level
+        g_s, valid_s = g[:, ::step, ::step], valid[:, ::step, ::step]
+        g_s = torch.where(valid_s, g_s, torch.zeros_like(g_s))
+        dx = (g_s[:, :, 1:] - g_s[:, :, :-1]).abs() * (valid_s[:, :, 1:] & valid_s[:, :, :-1])
+        dy = (g_s[:, 1:, :] - g_s[:, :-1, :]).abs() * (valid_s[:, 1:, :] & valid_s[:, :-1, :])
+        count = valid_s.sum()
+        if int(count) > 0:
+            total = total + (dx.sum() + dy.sum()) / count
+    return total
+
+
+def depth_loss(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    min_depth: float = 1e-3,
+    max_depth: float = 10.0,
+    variance_focus: float = 0.85,
+    scale: float = 10.0,
+    gradient_weight: float = 0.0,
+    num_scales: int = 4,
+) -> torch.Tensor:
+    """``silog_loss + gradient_weight * gradient_matching_loss`` (the second only when the weight is not 0)."""
+    loss = silog_loss(prediction, target, min_depth, max_depth, variance_focus, scale)
+    if gradient_weight:
+        loss = loss + gradient_weight * gradient_matching_loss(prediction, target, min_depth, max_depth, num_scales)
+    return loss
