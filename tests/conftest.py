@@ -82,3 +82,72 @@ def rng() -> np.random.Generator:
 def random_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """An ``(H, W, 3)`` uint8 image of uniform noise."""
     return rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+
+
+# --- open vocabulary: a tiny SigLIP2-style tokenizer and a checkpoint that can read text ------------
+
+TINY_TOKENIZER_WORDS = (
+    "this is a photo of the an bad good cat dog sky person people car tree wall building road grass "
+    "water house sea mountain floor table chair window door"
+).split()
+
+
+def build_tiny_tokenizer(directory: Path, words: tuple[str, ...] = tuple(TINY_TOKENIZER_WORDS),
+                         vocab_size: int = 96) -> Path:
+    """A SigLIP2-style (Gemma layout) BPE tokenizer trained offline on ``words``, saved into ``directory``.
+
+    Special tokens as ``Siglip2Tokenizer`` numbers them (``<pad>`` 0, ``<eos>`` 1, ``<bos>`` 2,
+    ``<unk>`` 3, ``<mask>`` 4); lowercase, spaces as ``▁``, ``<eos>`` appended. Saved with
+    ``save_pretrained`` so ``AutoTokenizer.from_pretrained(directory)`` loads it like a hub tokenizer
+    (transformers 5 rebuilds a ``siglip2`` checkpoint's tokenizer as ``Siglip2Tokenizer`` from the
+    BPE vocabulary and merges in ``tokenizer.json``).
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.Lowercase(), normalizers.Replace(" ", "▁")])
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(pattern="▁", behavior="merged_with_next")
+    corpus = [f" {word}" for word in words] * 3 + [f"this is a photo of {word}" for word in words]
+    tokenizer.train_from_iterator(
+        corpus, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False)
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(pattern=" ", behavior="merged_with_previous")
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A <eos>", special_tokens=[("<eos>", 1)])
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
+        unk_token="<unk>", mask_token="<mask>",
+    )
+    wrapped.save_pretrained(directory)
+    return directory
+
+
+def build_tiny_naflex_with_text(source: Path, directory: Path, seed: int = 0) -> Path:
+    """A copy of a tiny NaFlex checkpoint made fit for text tests.
+
+    Zero-initialised tensors (biases, ``logit_scale``, ``logit_bias``) get non-zero values, so a
+    missing bias or scalar changes results; ``logit_scale = log(10)``, ``logit_bias = -2``; the
+    tiny tokenizer is added.
+    """
+    import math
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(source, directory, dirs_exist_ok=True)
+    weights = directory / "model.safetensors"
+    state = load_file(str(weights))
+    generator = torch.Generator().manual_seed(seed)
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(tensor.any()):
+            state[name] = 0.05 * torch.randn(tensor.shape, generator=generator)
+    state["logit_scale"] = torch.tensor([math.log(10.0)])
+    state["logit_bias"] = torch.tensor([-2.0])
+    save_file(state, str(weights), metadata={"format": "pt"})
+    return build_tiny_tokenizer(directory)
+
+
+@pytest.fixture(scope="session")
+def tiny_naflex_text_dir(tiny_naflex_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_naflex_with_text(tiny_naflex_dir, tmp_path_factory.mktemp("tiny-siglip2-naflex-text"))
