@@ -1,0 +1,238 @@
+"""Training-free open-vocabulary head: patch features -> per-label probabilities on the patch grid.
+
+SigLIP's only bridge from image tokens to the text space is the MAP head (attention pooling
+with a learned probe, then layernorm + MLP). A patch's own embedding in that space is the MAP
+head applied to a sequence holding only that patch: the softmax over one key is 1, so
+
+    f = out_proj(v_proj(x));  f = f + mlp(layernorm(f))
+
+where ``x`` is the patch's token after the last block and ``post_layernorm``. Each embedding
+is scored against L2-normalised text embeddings as SigLIP scores image-text pairs:
+``sigmoid(cos * exp(logit_scale) + logit_bias)``.
+
+The head reruns the tower's last block itself, so its input is the *input* of that block: a
+backbone loaded with ``layers=[-2], norm=False`` (:data:`BACKBONE_KWARGS`). Variants of that
+block, from the training-free segmentation literature:
+
+- ``"plain"``: the block as trained (the same tokens as the backbone's own last layer).
+- ``"sclip"``: SCLIP's correlative self-attention: attention weights
+  ``softmax(q q^T * s) + softmax(k k^T * s)`` (``s = head_dim ** -0.5``, per head), residual
+  and MLP kept, as the released SCLIP code does.
+- ``"naclip"``: NACLIP's neighbourhood attention: weights ``softmax(k k^T * s + G)`` with
+  ``G[i, j] = exp(-|p_i - p_j|^2 / (2 * gaussian_std^2))`` over the patches' 2-D grid
+  positions, and the block reduced to ``out_proj(attention)``: no residual, no MLP.
+
+Padding patches never act as keys; their outputs are zero probability.
+
+The head borrows the vision tower's last block, final layernorm and MAP head; it owns no
+parameters, only the two scalars.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from siglip2_dense.errors import RequestError
+from siglip2_dense.features import DenseFeatures
+from siglip2_dense.text import max_over_synonyms
+
+__all__ = ["BACKBONE_KWARGS", "VARIANTS", "OpenVocabHead", "probabilities_to_label_map"]
+
+VARIANTS = ("plain", "sclip", "naclip")
+BACKBONE_KWARGS = {"layers": [-2], "norm": False}
+
+
+def gaussian_grid_prior(height: int, width: int, std: float, device: torch.device | None = None) -> Tensor:
+    """``[H*W, H*W]``: ``exp(-squared grid distance / (2 std^2))`` between row-major grid cells."""
+    rows = torch.arange(height, device=device, dtype=torch.float32).repeat_interleave(width)
+    cols = torch.arange(width, device=device, dtype=torch.float32).repeat(height)
+    squared = (rows[:, None] - rows[None, :]) ** 2 + (cols[:, None] - cols[None, :]) ** 2
+    return torch.exp(-squared / (2.0 * std * std))
+
+
+def probabilities_to_label_map(probabilities: Tensor, background_threshold: float | None = None) -> Tensor:
+    """Arg-max over labels: ``[..., K, H, W]`` -> long ``[..., H, W]``.
+
+    With ``background_threshold``, pixels whose best probability is below it get index ``K``
+    (one past the last label).
+    """
+    best, label_map = probabilities.max(dim=-3)
+    if background_threshold is not None:
+        label_map = torch.where(best < background_threshold, torch.full_like(label_map, probabilities.shape[-3]), label_map)
+    return label_map
+
+
+def _heads(x: Tensor, num_heads: int) -> Tensor:
+    """``[B, N, C]`` -> ``[B, heads, N, C / heads]``."""
+    batch, tokens, channels = x.shape
+    return x.reshape(batch, tokens, num_heads, channels // num_heads).transpose(1, 2)
+
+
+def _merge_heads(x: Tensor) -> Tensor:
+    """``[B, heads, N, d]`` -> ``[B, N, heads * d]``."""
+    batch, num_heads, tokens, head_dim = x.shape
+    return x.transpose(1, 2).reshape(batch, tokens, num_heads * head_dim)
+
+
+class OpenVocabHead(nn.Module):
+    """Per-label probabilities on the patch grid from the MAP head's own weights.
+
+    Args:
+        vision_model: the transformers ``Siglip2VisionModel`` / ``SiglipVisionModel`` (with its MAP head).
+        logit_scale, logit_bias: the checkpoint's scalars (``TextEncoder.logit_scale`` / ``logit_bias``).
+        variant: ``"plain"``, ``"sclip"`` or ``"naclip"`` (see the module docstring).
+        gaussian_std: NACLIP's neighbourhood width in patches (NACLIP's default 5).
+    """
+
+    def __init__(
+        self,
+        vision_model: nn.Module,
+        logit_scale: float | Tensor,
+        logit_bias: float | Tensor,
+        variant: str = "plain",
+        gaussian_std: float = 5.0,
+    ) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise RequestError(f"variant={variant!r}: expected one of {VARIANTS}")
+        if not getattr(vision_model, "use_head", True) or getattr(vision_model, "head", None) is None:
+            raise RequestError("OpenVocabHead needs the vision tower's MAP head (vision_use_head=True)")
+        if gaussian_std <= 0:
+            raise RequestError(f"gaussian_std={gaussian_std}: expected a positive width in patches")
+        self.variant = variant
+        self.gaussian_std = float(gaussian_std)
+        self._borrowed = (vision_model,)  # a tuple: borrowed modules stay the backbone's, not this head's
+        self.register_buffer("logit_scale", torch.as_tensor(logit_scale, dtype=torch.float32).reshape(()).clone())
+        self.register_buffer("logit_bias", torch.as_tensor(logit_bias, dtype=torch.float32).reshape(()).clone())
+
+    @classmethod
+    def from_backbone(
+        cls,
+        backbone: nn.Module,
+        logit_scale: float | Tensor,
+        logit_bias: float | Tensor,
+        variant: str = "plain",
+        gaussian_std: float = 5.0,
+    ) -> OpenVocabHead:
+        """A head for a :class:`~siglip2_dense.backbone.Backbone` loaded with :data:`BACKBONE_KWARGS`."""
+        expected = [backbone.num_blocks - 2]
+        if list(backbone.layers) != expected or backbone.norm:
+            raise RequestError(
+                f"OpenVocabHead reruns the last block and needs its input: load the backbone with "
+                f"layers=[-2], norm=False (got layers={list(backbone.layers)}, norm={backbone.norm})"
+            )
+        return cls(backbone.vision_model, logit_scale, logit_bias, variant=variant, gaussian_std=gaussian_std)
+
+    @property
+    def vision_model(self) -> nn.Module:
+        return self._borrowed[0]
+
+    # --- the last block ---------------------------------------------------------------------
+    def last_block(self, tokens: Tensor, token_mask: Tensor, grid: tuple[int, int], variant: str | None = None) -> Tensor:
+        """Run the tower's last block (as ``variant``) and its final layernorm.
+
+        Args:
+            tokens: ``[B, N, C]`` input of the last block, ``N = H * W`` row-major grid cells.
+            token_mask: ``[B, N]`` bool, True for real patches.
+            grid: ``(H, W)``.
+
+        Returns:
+            ``[B, N, C]`` after ``post_layernorm`` (rows of padding cells are meaningless).
+        """
+        variant = self.variant if variant is None else variant
+        block = self.vision_model.encoder.layers[-1]
+        attention = block.self_attn
+        num_heads = attention.num_heads
+        hidden = block.layer_norm1(tokens)
+        key_bias = torch.zeros(token_mask.shape, dtype=hidden.dtype, device=hidden.device)
+        key_bias = key_bias.masked_fill(~token_mask, torch.finfo(hidden.dtype).min)[:, None, None, :]
+        query = _heads(attention.q_proj(hidden), num_heads)
+        key = _heads(attention.k_proj(hidden), num_heads)
+        value = _heads(attention.v_proj(hidden), num_heads)
+        scale = attention.scale
+        if variant == "plain":
+            mixed = F.scaled_dot_product_attention(query, key, value, attn_mask=key_bias, scale=scale)
+        elif variant == "sclip":
+            mixed = F.scaled_dot_product_attention(query, query, value, attn_mask=key_bias, scale=scale)
+            mixed = mixed + F.scaled_dot_product_attention(key, key, value, attn_mask=key_bias, scale=scale)
+        else:
+            prior = gaussian_grid_prior(*grid, self.gaussian_std, device=hidden.device).to(hidden.dtype)
+            mixed = F.scaled_dot_product_attention(key, key, value, attn_mask=key_bias + prior, scale=scale)
+        attended = attention.out_proj(_merge_heads(mixed))
+        if variant == "naclip":
+            out = attended
+        else:
+            out = tokens + attended
+            out = out + block.mlp(block.layer_norm2(out))
+        return self.vision_model.post_layernorm(out)
+
+    def _tokens(self, features: DenseFeatures) -> tuple[Tensor, Tensor, tuple[int, int]]:
+        grid_map = features.maps[0]
+        if grid_map.ndim != 4:
+            raise RequestError(f"OpenVocabHead expects maps[0] [B, C, H, W], got {tuple(grid_map.shape)}")
+        batch, channels, height, width = grid_map.shape
+        tokens = grid_map.flatten(2).transpose(1, 2)
+        return tokens, features.mask.reshape(batch, height * width).to(tokens.device), (height, width)
+
+    # --- into the joint space ----------------------------------------------------------------
+    def map_value_path(self, tokens: Tensor) -> Tensor:
+        """Each token through the MAP head as the only token attended to: ``[..., C]`` -> ``[..., D]``."""
+        head = self.vision_model.head
+        attention = head.attention
+        channels = attention.embed_dim
+        if attention._qkv_same_embed_dim:
+            weight = attention.in_proj_weight[2 * channels :]
+        else:
+            weight = attention.v_proj_weight
+        bias = None if attention.in_proj_bias is None else attention.in_proj_bias[2 * channels :]
+        embedded = attention.out_proj(F.linear(tokens, weight, bias))
+        return embedded + head.mlp(head.layernorm(embedded))
+
+    def patch_embeddings(self, features: DenseFeatures) -> Tensor:
+        """Per-patch embeddings in the joint space: ``[B, D, H, W]`` (not normalised; zero at padding)."""
+        tokens, token_mask, (height, width) = self._tokens(features)
+        embedded = self.map_value_path(self.last_block(tokens, token_mask, (height, width)))
+        embedded = embedded * token_mask[..., None].to(embedded.dtype)
+        return embedded.transpose(1, 2).reshape(tokens.shape[0], -1, height, width)
+
+    def pooled_embedding(self, features: DenseFeatures) -> Tensor:
+        """The image embedding ``[B, D]``: the MAP head over the plain last block's real tokens.
+
+        Equals transformers' ``get_image_features(...).pooler_output``.
+        """
+        tokens, token_mask, grid = self._tokens(features)
+        final = self.last_block(tokens, token_mask, grid, variant="plain")
+        head = self.vision_model.head
+        probe = head.probe.expand(final.shape[0], -1, -1)
+        pooled = head.attention(probe, final, final, key_padding_mask=~token_mask, need_weights=False)[0]
+        pooled = pooled + head.mlp(head.layernorm(pooled))
+        return pooled[:, 0]
+
+    # --- scores -------------------------------------------------------------------------------
+    def similarity_logits(self, image_embeddings: Tensor, text_embeddings: Tensor) -> Tensor:
+        """``cos * exp(logit_scale) + logit_bias``: ``[B, D, ...]`` x ``[S, D]`` -> ``[B, S, ...]`` float32."""
+        image = F.normalize(image_embeddings.float(), dim=1)
+        text = F.normalize(text_embeddings.float().to(image.device), dim=-1)
+        cosine = torch.einsum("bd...,sd->bs...", image, text)
+        return cosine * self.logit_scale.exp() + self.logit_bias
+
+    def forward(self, features: DenseFeatures, text_embeddings: Tensor, label_index: Tensor | None = None) -> Tensor:
+        """Per-label probabilities on the patch grid.
+
+        Args:
+            features: the backbone's output (``layers=[-2], norm=False``): ``maps[0] [B, C, H, W]``,
+                ``mask [B, H, W]``.
+            text_embeddings: ``[S, D]`` (normalised here if they are not).
+            label_index: ``[S]`` long, the label of each row (synonyms); the label's score is the
+                maximum over its rows. None: one row per label.
+
+        Returns:
+            ``[B, K, H, W]`` float32 sigmoid probabilities, zero at padding cells.
+        """
+        logits = self.similarity_logits(self.patch_embeddings(features), text_embeddings)
+        if label_index is not None:
+            logits = max_over_synonyms(logits, label_index, int(label_index.max()) + 1, dim=1)
+        probabilities = torch.sigmoid(logits)
+        return probabilities * features.mask[:, None].to(probabilities.device, probabilities.dtype)
