@@ -118,12 +118,20 @@ class CatMaxRandomCrop(A.DualTransform):
         labels = data.get("mask")
         if labels is not None and self.cat_max_ratio < 1.0:
             for _ in range(self.max_tries):
-                values, counts = np.unique(labels[box[0] : box[1], box[2] : box[3]], return_counts=True)
-                counts = counts[values != self.ignore_index]
+                counts = self._class_counts(labels[box[0] : box[1], box[2] : box[3]])
                 if len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio:
                     break
                 box = self._random_box(height, width)
         return {"box": box}
+
+    def _class_counts(self, labels: np.ndarray) -> np.ndarray:
+        """Pixel count of each label present, ``ignore_index`` left out (bincount: no sort for uint masks)."""
+        if labels.dtype.kind == "u":
+            counts = np.bincount(labels.ravel(), minlength=self.ignore_index + 1)
+            counts[self.ignore_index] = 0
+            return counts[counts > 0]
+        values, counts = np.unique(labels, return_counts=True)
+        return counts[values != self.ignore_index]
 
     def apply(self, img: np.ndarray, box: tuple[int, int, int, int], **params: Any) -> np.ndarray:
         return np.ascontiguousarray(img[box[0] : box[1], box[2] : box[3]])
