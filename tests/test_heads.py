@@ -296,6 +296,8 @@ def test_depth_from_bins_hand_computed_and_never_leaves_its_range():
     depth = bins(logits)
     assert torch.isfinite(depth).all()
     assert depth.min() >= 1e-3 and depth.max() <= 10.0
+    # equal logits of any size (negative ones are all 0 after relu) weigh every bin the same
+    assert torch.allclose(depth[:7].flatten(), torch.full((7,), (1e-3 + 10.0) / 2), rtol=1e-5)
     assert depth[-2].item() == pytest.approx(1e-3, abs=1e-6) and depth[-1].item() == pytest.approx(10.0, rel=1e-6)
     log_bins = DepthFromBins(0.5, 8.0, num_bins=5, bin_spacing="log")
     assert torch.allclose(log_bins.centres, torch.tensor([0.5, 1.0, 2.0, 4.0, 8.0]))
