@@ -31,7 +31,9 @@ from siglip2_dense.data.write_formats import write_ade20k
 
 NUM_IMAGES, CROP, BATCH, WORKERS, REPEATS = 64, 512, 2, 2, 3
 ADE_LIKE_SIZES = [(512, 683), (683, 512), (512, 512), (427, 640), (480, 640), (512, 768), (640, 427)]
-BASE = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, patch_size=16)
+BASE = dict(
+    hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, patch_size=16
+)
 
 
 def base_backbone_at_512(device: str) -> Backbone:
@@ -87,7 +89,9 @@ def run(device: str = "cpu") -> list[Figure]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cpu", help="device of the backbone (cpu, cuda)")
     args = parser.parse_args()
     print_figures("data loading vs backbone", run(args.device))

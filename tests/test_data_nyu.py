@@ -155,14 +155,18 @@ def test_eight_bit_depth_png_is_rejected_naming_the_file(bts_root, tmp_path):
 
 def test_depth_png_size_mismatch_names_both_files(bts_root, tmp_path):
     root = shutil.copytree(bts_root, tmp_path / "nyu")
-    write_png(root / "official_splits" / "test" / "scene_0000" / "sync_depth_00001.png", np.ones((4, 4), np.uint16))
+    write_png(
+        root / "official_splits" / "test" / "scene_0000" / "sync_depth_00001.png", np.ones((4, 4), np.uint16)
+    )
     with pytest.raises(DataError, match=r"rgb_00001\.jpg is 36x52.*sync_depth_00001\.png is 4x4"):
         NYUv2Dataset(root, "test", "bts")[0]
 
 
 def test_zero_millimetres_stay_invalid(tmp_path):
     write_png(tmp_path / "d.png", np.array([[0, 1, 65535]], np.uint16))
-    np.testing.assert_array_equal(read_depth_png(tmp_path / "d.png"), np.array([[0, 0.001, 65.535]], np.float32))
+    np.testing.assert_array_equal(
+        read_depth_png(tmp_path / "d.png"), np.array([[0, 0.001, 65.535]], np.float32)
+    )
 
 
 def test_bad_split_and_layout_name_the_choices(bts_root):

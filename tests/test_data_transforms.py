@@ -86,7 +86,9 @@ def test_segmentation_train_pipeline_keeps_labels_on_their_colours(seed, ratio_r
 
 def test_segmentation_train_pipeline_pads_small_crops_bottom_right():
     item = colour_coded_segmentation(height=16, width=16, block=4)
-    transform = build_segmentation_train_transform(crop_size=(40, 48), short_side=16, ratio_range=(1.0, 1.0), seed=0)
+    transform = build_segmentation_train_transform(
+        crop_size=(40, 48), short_side=16, ratio_range=(1.0, 1.0), seed=0
+    )
     out = transform(item)
     assert out["image"].shape == (40, 48, 3)
     assert (out["mask"][16:] == 255).all() and (out["mask"][:, 16:] == 255).all()

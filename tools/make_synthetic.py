@@ -16,10 +16,14 @@ from siglip2_dense.data.write_formats import FORMATS, write_synthetic
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
-    parser.add_argument("--num", type=int, required=True, help="number of scenes (>= 2; every 4th from 1 is eval)")
+    parser.add_argument(
+        "--num", type=int, required=True, help="number of scenes (>= 2; every 4th from 1 is eval)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=parse_size, default=(64, 64), help="HxW, e.g. 480x640 (default 64x64)")
     args = parser.parse_args(argv)

@@ -57,7 +57,9 @@ class RandomShortSideResize(_ResizeToSize):
     ) -> None:
         super().__init__(p=p)
         if short_side <= 0 or not 0 < ratio_range[0] <= ratio_range[1]:
-            raise RequestError(f"short_side={short_side}, ratio_range={ratio_range}: need short_side > 0 and 0 < low <= high")
+            raise RequestError(
+                f"short_side={short_side}, ratio_range={ratio_range}: need short_side > 0 and 0 < low <= high"
+            )
         self.short_side = short_side
         self.ratio_range = tuple(ratio_range)
         self.long_side = long_side if long_side is not None else 4 * short_side
@@ -170,7 +172,9 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
     def get_params(self) -> dict[str, Any]:
         rng = self.random_generator
         return {
-            "brightness": rng.uniform(-self.brightness_delta, self.brightness_delta) if rng.integers(2) else None,
+            "brightness": rng.uniform(-self.brightness_delta, self.brightness_delta)
+            if rng.integers(2)
+            else None,
             "contrast_first": bool(rng.integers(2)),
             "contrast": rng.uniform(*self.contrast_range) if rng.integers(2) else None,
             "saturation": rng.uniform(*self.saturation_range) if rng.integers(2) else None,

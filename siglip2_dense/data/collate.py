@@ -60,5 +60,7 @@ def _pad_stack(arrays: list[np.ndarray], pad: float, dtype: torch.dtype) -> torc
     width = max(a.shape[1] for a in arrays)
     stacked = torch.full((len(arrays), height, width, *arrays[0].shape[2:]), pad, dtype=dtype)
     for i, array in enumerate(arrays):
-        stacked[i, : array.shape[0], : array.shape[1]] = torch.from_numpy(np.ascontiguousarray(array)).to(dtype)
+        stacked[i, : array.shape[0], : array.shape[1]] = torch.from_numpy(np.ascontiguousarray(array)).to(
+            dtype
+        )
     return stacked

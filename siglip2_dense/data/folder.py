@@ -58,7 +58,9 @@ class FolderSegmentationDataset(Dataset):
     ) -> None:
         self.class_names = read_class_names(class_names_file)
         if not 0 <= ignore_index <= 255:
-            raise RequestError(f"ignore_index={ignore_index} cannot be stored in a uint8 mask; expected 0..255")
+            raise RequestError(
+                f"ignore_index={ignore_index} cannot be stored in a uint8 mask; expected 0..255"
+            )
         if ignore_index < len(self.class_names):
             raise RequestError(
                 f"ignore_index={ignore_index} is also a class index ({self.class_names[ignore_index]!r}); "

@@ -71,15 +71,19 @@ def write_rgb(path: str | os.PathLike, image: np.ndarray, jpeg_quality: int = 95
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise DataError(f"cannot write {path}: expected [H, W, 3] uint8 RGB, got {image.dtype} {image.shape}")
     params = []
-    if Path(path).suffix.lower() in (".jpg", ".jpeg"):  # no chroma subsampling: small images keep their colours
-        params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+    if Path(path).suffix.lower() in (".jpg", ".jpeg"):
+        # 4:4:4, no chroma subsampling: small synthetic images keep their colours
+        params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
+        params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
     _write_encoded(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
 
 
 def write_png(path: str | os.PathLike, values: np.ndarray) -> None:
     """Write an ``[H, W]`` uint8 or uint16 array as a lossless single-channel PNG."""
     if values.ndim != 2 or values.dtype not in (np.uint8, np.uint16):
-        raise DataError(f"cannot write {path}: expected [H, W] uint8 or uint16, got {values.dtype} {values.shape}")
+        raise DataError(
+            f"cannot write {path}: expected [H, W] uint8 or uint16, got {values.dtype} {values.shape}"
+        )
     _write_encoded(path, values, [])
 
 

@@ -136,7 +136,9 @@ def _read_bts_list(list_file: Path, data_dir: Path) -> list[tuple[Path, Path]]:
             "pass list_file= if it lives elsewhere)"
         )
     if not data_dir.is_dir():
-        raise MissingFileError(f"NYUv2 data folder not found: {data_dir} (pass data_path= if it lives elsewhere)")
+        raise MissingFileError(
+            f"NYUv2 data folder not found: {data_dir} (pass data_path= if it lives elsewhere)"
+        )
     samples = []
     for number, line in enumerate(list_file.read_text().splitlines(), start=1):
         fields = line.split()
@@ -161,10 +163,14 @@ def _check_labeled_mat(mat_file: Path) -> int:
     with h5py.File(mat_file, "r") as mat:
         missing = [key for key in ("images", "depths") if key not in mat]
         if missing:
-            raise DataError(f"{mat_file} has no {' / '.join(missing)} array; keys found: {sorted(mat.keys())}")
+            raise DataError(
+                f"{mat_file} has no {' / '.join(missing)} array; keys found: {sorted(mat.keys())}"
+            )
         images, depths = mat["images"], mat["depths"]
         if images.ndim != 4 or images.shape[1] != 3 or images.dtype != np.uint8:
-            raise DataError(f"{mat_file}: 'images' is {images.dtype} {images.shape}; expected uint8 [N, 3, W, H]")
+            raise DataError(
+                f"{mat_file}: 'images' is {images.dtype} {images.shape}; expected uint8 [N, 3, W, H]"
+            )
         if depths.shape != (images.shape[0], *images.shape[2:]):
             raise DataError(
                 f"{mat_file}: 'depths' has shape {depths.shape}; expected [N, W, H] = "
@@ -176,7 +182,9 @@ def _check_labeled_mat(mat_file: Path) -> int:
 def _read_split_indices(splits_file: Path, split: str, count: int) -> np.ndarray:
     """Read the 1-based indices of ``split`` from splits.mat; ``[M]`` int64, each in 1..count."""
     if not splits_file.is_file():
-        raise MissingFileError(f"NYUv2 split file not found: {splits_file} (expected splits.mat with trainNdxs/testNdxs)")
+        raise MissingFileError(
+            f"NYUv2 split file not found: {splits_file} (expected splits.mat with trainNdxs/testNdxs)"
+        )
     key = SPLIT_KEYS[split]
     arrays = _load_mat_arrays(splits_file)
     if key not in arrays:

@@ -124,7 +124,9 @@ def _room_depth(camera: _Camera, height: int, width: int) -> tuple[np.ndarray, n
 def _random_colour(rng: np.random.Generator, hue: float | None = None, saturation=(0.2, 0.9)) -> np.ndarray:
     """An RGB float colour in [0, 255]; a random hue unless given (degrees)."""
     hue = rng.uniform(0, 360) if hue is None else hue
-    hsv = np.array([[[hue / 2 % 180, rng.uniform(*saturation) * 255, rng.uniform(0.45, 1.0) * 255]]], np.float32)
+    hsv = np.array(
+        [[[hue / 2 % 180, rng.uniform(*saturation) * 255, rng.uniform(0.45, 1.0) * 255]]], np.float32
+    )
     return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
 
 
@@ -164,7 +166,9 @@ def _floor_texture(
     return checks * a + (1 - checks) * b
 
 
-def _place_objects(rng: np.random.Generator, camera: _Camera, height: int, width: int) -> list[dict[str, Any]]:
+def _place_objects(
+    rng: np.random.Generator, camera: _Camera, height: int, width: int
+) -> list[dict[str, Any]]:
     nearest_floor = camera.focal * camera.height / (height - camera.horizon)  # depth at the bottom row
     min_pixels, max_pixels = max(5.0, 0.1 * min(height, width)), 0.6 * min(height, width)
     objects = []
@@ -318,4 +322,3 @@ def parse_size(text: str) -> tuple[int, int]:
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
         raise RequestError(f"size {text!r} is not HxW, e.g. 480x640")
     return int(parts[0]), int(parts[1])
-

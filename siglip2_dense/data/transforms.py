@@ -87,7 +87,12 @@ def build_segmentation_train_transform(
         steps.append(PhotoMetricDistortion())
     steps.append(
         A.PadIfNeeded(
-            crop_height, crop_width, position="top_left", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index
+            crop_height,
+            crop_width,
+            position="top_left",
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=ignore_index,
         )
     )
     return PairedTransform(steps, seed=seed)

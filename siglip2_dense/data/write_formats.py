@@ -56,7 +56,9 @@ def iter_scenes(num: int, seed: int, size: Size | Sequence[Size]) -> Iterator[tu
         yield index, make_scene(scene_seed(seed, index), height, width)
 
 
-def write_ade20k(out: str | os.PathLike, num: int, seed: int = 0, size: Size | Sequence[Size] = (64, 64)) -> Path:
+def write_ade20k(
+    out: str | os.PathLike, num: int, seed: int = 0, size: Size | Sequence[Size] = (64, 64)
+) -> Path:
     """Write ``num`` scenes as ``out/ADEChallengeData2016``; return that folder."""
     root = Path(out) / "ADEChallengeData2016"
     for index, scene in iter_scenes(num, seed, size):
@@ -68,7 +70,9 @@ def write_ade20k(out: str | os.PathLike, num: int, seed: int = 0, size: Size | S
     return root
 
 
-def write_nyu_bts(out: str | os.PathLike, num: int, seed: int = 0, size: Size | Sequence[Size] = (64, 64)) -> Path:
+def write_nyu_bts(
+    out: str | os.PathLike, num: int, seed: int = 0, size: Size | Sequence[Size] = (64, 64)
+) -> Path:
     """Write ``num`` scenes in the BTS layout under ``out``; return ``out``."""
     root = Path(out)
     lines: dict[str, list[str]] = {"train": [], "test": []}
@@ -78,7 +82,8 @@ def write_nyu_bts(out: str | os.PathLike, num: int, seed: int = 0, size: Size | 
         rgb, depth = f"{folder}/rgb_{index:05d}.jpg", f"{folder}/sync_depth_{index:05d}.png"
         write_rgb(root / BTS_DATA_DIRS[split] / rgb, scene.image)
         write_png(root / BTS_DATA_DIRS[split] / depth, depth_to_millimetres(scene.depth))
-        lead = "/" if split == "train" else ""  # BTS's train list starts paths with '/', its test list does not
+        # BTS's train list starts its paths with '/', its test list does not
+        lead = "/" if split == "train" else ""
         lines[split].append(f"{lead}{rgb} {lead}{depth} {scene.focal:.4f}")
     for split, split_lines in lines.items():
         write_bytes_atomic(root / BTS_LIST_FILES[split], ("\n".join(split_lines) + "\n").encode())
@@ -116,7 +121,9 @@ def write_splits_mat(path: str | os.PathLike, train: np.ndarray, test: np.ndarra
             savemat(tmp, {"trainNdxs": train, "testNdxs": test}, appendmat=False)
 
 
-def write_folder(out: str | os.PathLike, num: int, seed: int = 0, size: Size | Sequence[Size] = (64, 64)) -> Path:
+def write_folder(
+    out: str | os.PathLike, num: int, seed: int = 0, size: Size | Sequence[Size] = (64, 64)
+) -> Path:
     """Write ``num`` scenes as ``out/{images,masks}/<i:05d>.png`` and ``out/class_names.txt``; return ``out``."""
     root = Path(out)
     for index, scene in iter_scenes(num, seed, size):
