@@ -19,6 +19,7 @@ Label rules (the ones :class:`~siglip2_dense.text.TextEncoder` and the segmenter
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections.abc import Sequence
@@ -51,6 +52,12 @@ def _packaged_text(name: str) -> str:
     return resources.files("siglip2_dense").joinpath("assets", name).read_text(encoding="utf-8")
 
 
+@functools.cache
+def _packaged_templates(name: str) -> tuple[str, ...]:
+    lines = _packaged_text(name).splitlines()
+    return tuple(line for line in (raw.strip() for raw in lines) if line)
+
+
 def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
     """The prompt templates of a named set, or the caller's own list.
 
@@ -63,8 +70,7 @@ def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
         if templates == "single":
             return (SINGLE_TEMPLATE,)
         if templates == "imagenet80":
-            lines = _packaged_text("imagenet_templates.txt").splitlines()
-            return tuple(line for line in (raw.strip() for raw in lines) if line)
+            return _packaged_templates("imagenet_templates.txt")
         raise RequestError(f"templates={templates!r}: expected one of {TEMPLATE_SETS} or a list of strings with '{{}}'")
     resolved = tuple(templates)
     if not resolved:

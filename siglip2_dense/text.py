@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ __all__ = ["LabelEmbeddings", "TextEncoder", "max_over_synonyms"]
 MAX_TEXT_LENGTH = 64
 CACHE_FORMAT = 1
 _PROGRESS_MIN_PROMPTS = 512
+_LABEL_MEMO_ITEMS = 8
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class TextEncoder(nn.Module):
         disk_dir = (default_cache_dir() if cache_dir is None else cache_dir) if self.checkpoint_files else None
         self.cache = EmbeddingCache(disk_dir)
         self._fingerprint: str | None = None
+        self._label_memo: OrderedDict[tuple[Any, ...], LabelEmbeddings] = OrderedDict()
 
     # --- loading ---------------------------------------------------------------------------
     @classmethod
@@ -246,26 +249,50 @@ class TextEncoder(nn.Module):
         """Embed labels that may carry comma-separated synonyms (``"person, people"``).
 
         Labels are validated by :func:`~siglip2_dense.prompts.parse_labels` (empty list, empty
-        label and duplicate labels raise :class:`RequestError`).
+        label and duplicate labels raise :class:`RequestError`). The same label list asked again
+        returns the same :class:`LabelEmbeddings` object from a small in-memory memo (treat it as
+        read-only), so a loop over images pays a dictionary look-up for its text.
         """
+        memo_key = None
+        if not isinstance(labels, str) and all(isinstance(label, str) for label in labels):
+            memo_key = (tuple(labels), templates if isinstance(templates, str) else tuple(templates), str(self.device))
+            if memo_key in self._label_memo:
+                self._label_memo.move_to_end(memo_key)
+                return self._label_memo[memo_key]
         parsed = parse_labels(labels)
         synonyms = [synonym for group in parsed for synonym in group]
         label_index = torch.tensor([k for k, group in enumerate(parsed) for _ in group], dtype=torch.long)
-        return LabelEmbeddings(
+        embedded = LabelEmbeddings(
             labels=tuple(labels),
             synonyms=tuple(synonyms),
             embeddings=self.encode(synonyms, templates),
             label_index=label_index,
         )
+        if memo_key is not None:
+            self._label_memo[memo_key] = embedded
+            while len(self._label_memo) > _LABEL_MEMO_ITEMS:
+                self._label_memo.popitem(last=False)
+        return embedded
 
-    def _encode_unique(self, texts: list[str], templates: tuple[str, ...]) -> torch.Tensor:
+    def clear_memory(self) -> None:
+        """Forget in-memory embeddings (label memo and LRU); the disk cache stays."""
+        self._label_memo.clear()
+        self.cache.clear_memory()
+
+    def cache_location(self, texts: Sequence[str], templates: str | Sequence[str] = "single") -> tuple[str, str]:
+        """``(namespace, key)`` of the cache entry for canonical ``texts`` (as :meth:`encode` dedups
+        them) with ``templates``; the file is ``<cache_dir>/<namespace>/<key>.safetensors``."""
         fingerprint = self.fingerprint()
         dtype = str(next(self.text_model.parameters()).dtype)
         namespace = cache_key({"checkpoint": fingerprint, "dtype": dtype})[:16]
         key = cache_key({
             "format": CACHE_FORMAT, "checkpoint": fingerprint, "dtype": dtype, "max_length": self.max_length,
-            "templates": list(templates), "texts": texts,
+            "templates": list(resolve_templates(templates)), "texts": list(texts),
         })
+        return namespace, key
+
+    def _encode_unique(self, texts: list[str], templates: tuple[str, ...]) -> torch.Tensor:
+        namespace, key = self.cache_location(texts, templates)
         cached = self.cache.get(namespace, key)
         if cached is not None and cached.shape == (len(texts), self.embed_dim):
             return cached

@@ -184,8 +184,11 @@ def test_second_encode_runs_no_text_forward(encoder, tiny_naflex_text_dir, tmp_p
     first = encoder.encode_labels(["cat", "dog, puppy"], templates="imagenet80")
     assert calls[0] == 4  # 3 synonyms x 80 templates = 240 prompts in batches of 64
     again = encoder.encode_labels(["cat", "dog, puppy"], templates="imagenet80")
-    assert calls[0] == 4
-    assert torch.equal(first.embeddings, again.embeddings)
+    assert calls[0] == 4 and again is first  # the label-list memo
+    encoder.clear_memory()
+    from_file = encoder.encode_labels(["cat", "dog, puppy"], templates="imagenet80")
+    assert calls[0] == 4 and from_file is not first
+    assert torch.equal(first.embeddings, from_file.embeddings)
 
     fresh = TextEncoder.from_pretrained(str(tiny_naflex_text_dir), cache_dir=tmp_path / "cache")
     fresh_calls = count_forwards(fresh)
