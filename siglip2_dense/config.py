@@ -146,8 +146,8 @@ class TrainConfig:
     """Linear warm-up length."""
     warmup_ratio: float = 1e-6
     """Warm-up starts at lr * this."""
-    min_lr: float = 0.0
-    """The lr the decay ends at (absolute, scaled like lr for the backbone group)."""
+    min_lr_ratio: float = 0.0
+    """The decay ends at (each group's) lr * this."""
     grad_clip: float | None = None
     """Clip the global gradient norm to this; None: no clipping."""
     seed: int = 0
@@ -329,7 +329,7 @@ def check_choices(config: ExperimentConfig) -> None:
     train = config.train
     for key in ("iterations", "batch_size", "grad_accum_steps", "log_every", "keep_checkpoints"):
         _positive(getattr(train, key), f"train.{key}")
-    for key in ("lr", "weight_decay", "warmup_iterations", "val_every", "checkpoint_every", "min_lr"):
+    for key in ("lr", "weight_decay", "warmup_iterations", "val_every", "checkpoint_every", "min_lr_ratio"):
         _positive(getattr(train, key), f"train.{key}", allow_zero=True)
     if train.batch_size % train.grad_accum_steps:
         raise ConfigError(

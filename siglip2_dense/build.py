@@ -1,0 +1,166 @@
+"""From an :class:`~siglip2_dense.config.ExperimentConfig` to the objects of a run.
+
+Public and reusable (``tools/train.py``, ``tools/eval.py``, notebooks):
+
+- :func:`build_backbone`, :func:`build_head_from_config`, :func:`build_model` -> ``DenseModel``;
+- :func:`build_dataset` (one split, any transform), :func:`build_datasets` -> (train, val) with the
+  configured train and eval transforms, :func:`build_train_transform`, :func:`build_eval_transform`;
+- :func:`build_evaluator` -> ``SegmentationEvaluator`` or ``DepthEvaluator``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from siglip2_dense.backbone import load_backbone
+from siglip2_dense.config import ExperimentConfig
+from siglip2_dense.errors import ConfigError, RequestError
+
+ItemTransform = Callable[[dict[str, Any]], dict[str, Any]]
+CLASS_COUNT_ARGUMENTS = ("num_classes", "num_outputs")
+
+
+def resolve_training_device(device: str) -> torch.device:
+    """``train.device``: ``auto`` -> CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def backbone_dtype(config: ExperimentConfig, device: torch.device) -> torch.dtype | None:
+    """``model.dtype`` as a torch dtype; a tuned backbone defaults to float32 (AdamW master weights)."""
+    if config.model.dtype is not None:
+        dtype = getattr(torch, config.model.dtype, None)
+        if not isinstance(dtype, torch.dtype):
+            raise ConfigError(f"model.dtype={config.model.dtype!r} is not a torch dtype (e.g. float32, bfloat16)")
+        return dtype
+    return torch.float32 if config.model.tune_last_blocks != 0 else None
+
+
+def build_backbone(config: ExperimentConfig, device: str | torch.device | None = None) -> nn.Module:
+    """The backbone of ``config.model`` (frozen, partly or fully tuned), on ``device``."""
+    model = config.model
+    device = torch.device(device) if device is not None else resolve_training_device(config.train.device)
+    tune_all = model.tune_last_blocks == -1
+    return load_backbone(
+        model.backbone,
+        layers=model.layers,
+        norm=model.norm,
+        freeze=not tune_all,
+        dtype=backbone_dtype(config, device),
+        attn_implementation=model.attn_implementation,
+        device=device,
+        tune_last_blocks=0 if tune_all else model.tune_last_blocks,
+        pretrained=model.pretrained,
+    )
+
+
+def build_head_from_config(config: ExperimentConfig, in_channels: Sequence[int]) -> nn.Module:
+    """``build_head(head.name, in_channels=..., **head.args)``, errors naming the config keys."""
+    from siglip2_dense.heads import build_head
+
+    args = dict(config.head.args)
+    if "in_channels" in args:
+        raise ConfigError("head.args.in_channels: leave it out; heads are built from the backbone's out_channels")
+    try:
+        return build_head(config.head.name, in_channels=list(in_channels), **args)
+    except TypeError as error:
+        raise ConfigError(f"head.args {sorted(args)} do not fit head {config.head.name!r}: {error}") from error
+    except RequestError as error:
+        raise ConfigError(f"head.name / head.args: {error}") from error
+
+
+def build_model(config: ExperimentConfig, device: str | torch.device | None = None) -> nn.Module:
+    """``DenseModel(build_backbone(config), head)``; the head in float32 on the backbone's device."""
+    from siglip2_dense.model import DenseModel
+
+    backbone = build_backbone(config, device)
+    head = build_head_from_config(config, backbone.out_channels)
+    head.to(next(backbone.parameters()).device)
+    return DenseModel(backbone, head)
+
+
+def num_classes(config: ExperimentConfig) -> int:
+    """The number of classes a segmentation head predicts (``head.args.num_classes`` / ``num_outputs``)."""
+    for key in CLASS_COUNT_ARGUMENTS:
+        if key in config.head.args:
+            return int(config.head.args[key])
+    raise ConfigError(f"segmentation needs the class count in head.args ({' or '.join(CLASS_COUNT_ARGUMENTS)})")
+
+
+def build_train_transform(config: ExperimentConfig) -> ItemTransform:
+    """The random training transform of ``config.task`` (mmsegmentation ADE20K / BTS NYUv2 recipes)."""
+    from siglip2_dense.data import build_depth_train_transform, build_segmentation_train_transform
+
+    data = config.data
+    crop = (int(data.crop_size[0]), int(data.crop_size[1]))
+    if config.task == "segmentation":
+        return build_segmentation_train_transform(
+            crop_size=crop,
+            short_side=data.short_side,
+            ratio_range=(float(data.scale_range[0]), float(data.scale_range[1])),
+            cat_max_ratio=data.cat_max_ratio,
+            flip_prob=data.flip_prob,
+            photometric=data.photometric,
+        )
+    return build_depth_train_transform(
+        crop_size=crop, rotate_degrees=data.rotate_degrees, flip_prob=data.flip_prob, colour_prob=data.colour_prob
+    )
+
+
+def build_eval_transform(config: ExperimentConfig) -> ItemTransform:
+    """Segmentation: the image resized to short side ``data.short_side`` (label untouched); depth: none."""
+    from siglip2_dense.data import build_depth_eval_transform, build_segmentation_eval_transform
+
+    if config.task == "segmentation":
+        return build_segmentation_eval_transform(config.data.short_side, 4 * config.data.short_side)
+    return build_depth_eval_transform()
+
+
+def build_dataset(config: ExperimentConfig, split: str, transform: ItemTransform | None = None) -> Dataset:
+    """One split of ``config.data.dataset`` under ``config.data.root``, with ``transform`` (or none)."""
+    from siglip2_dense.data import ADE20KDataset, FolderSegmentationDataset, NYUv2Dataset
+
+    data = config.data
+    if data.dataset == "ade20k":
+        dataset = ADE20KDataset(data.root, split=split, transform=transform)
+    elif data.dataset == "nyu":
+        dataset = NYUv2Dataset(data.root, split=split, layout=data.nyu_layout, transform=transform)
+    else:
+        root = Path(data.root)
+        dataset = FolderSegmentationDataset(
+            root / split / "images", root / split / "masks", root / "class_names.txt", transform=transform
+        )
+    target = "mask" if config.task == "segmentation" else "depth"
+    if data.dataset == "nyu" and target == "mask" or data.dataset != "nyu" and target == "depth":
+        raise ConfigError(f"task={config.task!r} needs {target} targets; data.dataset={data.dataset!r} has none")
+    return dataset
+
+
+def build_datasets(config: ExperimentConfig) -> tuple[Dataset, Dataset]:
+    """``(train, val)``: ``data.train_split`` with the training transform, ``data.val_split`` with the eval one."""
+    train = build_dataset(config, config.data.train_split, build_train_transform(config))
+    val = build_dataset(config, config.data.val_split, build_eval_transform(config))
+    return train, val
+
+
+def ignore_index_of(dataset: Dataset) -> int:
+    """The label that marks unlabelled pixels (the data set's ``ignore_index``; 255 by convention)."""
+    return int(getattr(dataset, "ignore_index", 255))
+
+
+def build_evaluator(config: ExperimentConfig, ignore_index: int = 255) -> Any:
+    """``SegmentationEvaluator(num_classes, ignore_index)`` or ``DepthEvaluator(min, max, crop)``."""
+    from siglip2_dense.evaluation import DepthEvaluator, SegmentationEvaluator
+
+    if config.task == "segmentation":
+        return SegmentationEvaluator(num_classes=num_classes(config), ignore_index=ignore_index)
+    return DepthEvaluator(
+        min_depth=config.data.min_depth, max_depth=config.data.max_depth, crop=config.eval.depth_crop
+    )

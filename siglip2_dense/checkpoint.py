@@ -1,0 +1,261 @@
+"""Resumable training checkpoints that survive a crash, with no pickle anywhere.
+
+One checkpoint is one directory, written under a temporary name and renamed into place when
+every file is on disk, so a directory named ``step_<8 digits>`` is complete by construction (its
+``manifest.json``, written last, lists each file's size and is checked again on load)::
+
+    <output_dir>/checkpoints/step_00004000/
+        model.safetensors      heads.<g>.<key>: every head's state dict; backbone.<name>: tuned backbone parameters
+        optimizer.safetensors  state.<param index>.<name>: AdamW's tensors (exp_avg, exp_avg_sq, step)
+        optimizer.json         param_groups (lr, betas, weight_decay, params, ...) and non-tensor state
+        scheduler.json         the LambdaLR state (last_epoch, base_lrs, ...)
+        rng.safetensors        torch.<rank>, cuda.<rank>.<device>: every process's torch RNG states
+        rng.json               python / numpy RNG states of every process
+        trainer_state.json     step, epoch, batch in epoch, seed, world size, best metric so far, grid
+        config.yaml            the resolved experiment config
+        manifest.json          file names and sizes (written last)
+
+Data order needs no state of its own: it is a function of (seed, step) (:mod:`.data_order`);
+``trainer_state.json`` records epoch and position for people and is checked on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from siglip2_dense.errors import CheckpointError, MissingFileError
+from siglip2_dense.model import check_keys_and_shapes, tuned_parameters
+
+CHECKPOINTS_DIR = "checkpoints"
+MANIFEST = "manifest.json"
+STEP_DIR = re.compile(r"^step_(\d{8})$")
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+# --- RNG states ------------------------------------------------------------------------------
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """This process's python, numpy and torch (CPU + CUDA) RNG states: JSON values and uint8 tensors."""
+    version, internal, gauss = random.getstate()
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for index, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{index}"] = state
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, keys.tolist(), int(position), int(has_gauss), float(cached)],
+        "tensors": tensors,
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Put back what :func:`capture_rng_state` captured."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["tensors"]["torch"])
+    cuda = sorted((int(k.split(".")[1]), v) for k, v in state["tensors"].items() if k.startswith("cuda."))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([v for _, v in cuda])
+
+
+# --- optimizer state -------------------------------------------------------------------------
+
+
+def split_optimizer_state(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``optimizer.state_dict()`` -> (tensors for safetensors, everything else for JSON)."""
+    tensors: dict[str, torch.Tensor] = {}
+    other: dict[str, dict[str, Any]] = {}
+    for index, values in state_dict["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                other.setdefault(str(index), {})[name] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "state": other}
+
+
+def join_optimizer_state(tensors: dict[str, torch.Tensor], other: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`split_optimizer_state`."""
+    state: dict[int, dict[str, Any]] = {int(k): dict(v) for k, v in other["state"].items()}
+    for key, value in tensors.items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": other["param_groups"]}
+
+
+# --- model weights ---------------------------------------------------------------------------
+
+
+def trained_tensors(grid: nn.Module) -> dict[str, torch.Tensor]:
+    """Every head's state dict (``heads.<g>.<key>``) and the tuned backbone parameters (``backbone.<name>``)."""
+    tensors = {f"heads.{key}": value for key, value in grid.heads.state_dict().items()}
+    tensors.update({f"backbone.{name}": p for name, p in tuned_parameters(grid.backbone).items()})
+    return {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
+
+
+def load_trained_tensors(grid: nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    """Load :func:`trained_tensors` back, strictly (missing, unexpected and mis-shaped keys are errors)."""
+    expected = {f"heads.{k}": v.shape for k, v in grid.heads.state_dict().items()}
+    tuned = tuned_parameters(grid.backbone)
+    expected.update({f"backbone.{name}": p.shape for name, p in tuned.items()})
+    check_keys_and_shapes(saved, expected, "checkpoint model")
+    grid.heads.load_state_dict({k[len("heads."):]: v for k, v in saved.items() if k.startswith("heads.")}, strict=True)
+    with torch.no_grad():
+        for name, parameter in tuned.items():
+            parameter.copy_(saved[f"backbone.{name}"])
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
+
+
+def _fsync_tree(directory: Path) -> None:
+    for path in directory.iterdir():
+        with open(path, "rb") as stream:
+            os.fsync(stream.fileno())
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def replace_directory(tmp: Path, final: Path) -> None:
+    """Move the finished ``tmp`` directory to ``final``, replacing an older one (moved aside, then deleted)."""
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    handle = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_checkpoint(
+    output_dir: Path,
+    step: int,
+    grid: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    trainer_state: dict[str, Any],
+    rng_states: list[dict[str, Any]],
+    config_yaml: str,
+    keep: int = 1,
+) -> Path:
+    """Write ``checkpoints/step_<step>`` (layout in the module docstring); keep the newest ``keep``.
+
+    Args:
+        grid: the unwrapped model (a ``HeadGrid``), never the DDP wrapper.
+        rng_states: :func:`capture_rng_state` of every process, in rank order.
+    """
+    root = output_dir / CHECKPOINTS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / step_dir_name(step)
+    tmp = root / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file(trained_tensors(grid), str(tmp / "model.safetensors"))
+    optimizer_tensors, optimizer_other = split_optimizer_state(optimizer.state_dict())
+    save_file(optimizer_tensors, str(tmp / "optimizer.safetensors"))
+    _write_json(tmp / "optimizer.json", optimizer_other)
+    _write_json(tmp / "scheduler.json", scheduler.state_dict())  # lr_lambdas of plain functions are None
+    rng_tensors = {f"{name}.{rank}" if name == "torch" else f"cuda.{rank}.{name.split('.')[1]}": value
+                   for rank, state in enumerate(rng_states) for name, value in state["tensors"].items()}
+    save_file({k: v.contiguous() for k, v in rng_tensors.items()}, str(tmp / "rng.safetensors"))
+    _write_json(tmp / "rng.json", {"python": [s["python"] for s in rng_states], "numpy": [s["numpy"] for s in rng_states]})
+    _write_json(tmp / "trainer_state.json", {**trainer_state, "step": step})
+    (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
+    _write_json(tmp / MANIFEST, {"step": step, "files": {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}})
+    _fsync_tree(tmp)
+    replace_directory(tmp, final)
+    for stale in list_checkpoints(output_dir)[:-keep]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+# --- finding and reading ---------------------------------------------------------------------
+
+
+def is_complete(directory: Path) -> bool:
+    """A ``step_*`` directory whose manifest lists files that are all there, with their sizes."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+        return all((directory / name).stat().st_size == size for name, size in manifest["files"].items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints under ``output_dir/checkpoints``, oldest first."""
+    root = output_dir / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if STEP_DIR.match(p.name) and p.is_dir() and is_complete(p)]
+    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint, or None."""
+    found = list_checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def load_checkpoint(
+    directory: Path,
+    grid: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    rank: int = 0,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Load weights, optimizer and scheduler state; return ``(trainer_state, this rank's RNG state or None)``.
+
+    Raises:
+        MissingFileError: no such directory.
+        CheckpointError: incomplete directory, or weights that do not fit ``grid``.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise MissingFileError(f"checkpoint directory not found: {directory}")
+    if not is_complete(directory):
+        raise CheckpointError(f"{directory} is not a complete checkpoint (its {MANIFEST} is missing or wrong)")
+    load_trained_tensors(grid, load_file(str(directory / "model.safetensors")))
+    optimizer_other = json.loads((directory / "optimizer.json").read_text(encoding="utf-8"))
+    optimizer_tensors = load_file(str(directory / "optimizer.safetensors"))
+    try:
+        optimizer.load_state_dict(join_optimizer_state(optimizer_tensors, optimizer_other))
+    except (ValueError, KeyError) as error:
+        raise CheckpointError(f"{directory}: the optimizer state does not fit this run's parameter groups: {error}") from error
+    scheduler.load_state_dict(json.loads((directory / "scheduler.json").read_text(encoding="utf-8")))
+    trainer_state = json.loads((directory / "trainer_state.json").read_text(encoding="utf-8"))
+    rng_json = json.loads((directory / "rng.json").read_text(encoding="utf-8"))
+    rng_tensors = load_file(str(directory / "rng.safetensors"))
+    if rank >= len(rng_json["python"]):
+        return trainer_state, None
+    tensors = {"torch": rng_tensors[f"torch.{rank}"]}
+    tensors.update({f"cuda.{k.split('.')[2]}": v for k, v in rng_tensors.items() if k.startswith(f"cuda.{rank}.")})
+    return trainer_state, {"python": rng_json["python"][rank], "numpy": rng_json["numpy"][rank], "tensors": tensors}

@@ -1,0 +1,51 @@
+"""Train a dense head (and optionally the backbone) from an experiment config.
+
+One process (CPU or one GPU)::
+
+    python tools/train.py --config configs/ade20k_linear_siglip2-b16-naflex.yaml
+    python tools/train.py --config configs/ade20k_linear_siglip2-b16-naflex.yaml train.lr=1e-4 data.root=/data/ade
+
+Several processes on one machine (DDP; train.batch_size is the global batch, split over processes)::
+
+    torchrun --nproc_per_node 8 tools/train.py --config configs/ade20k_linear_siglip2-b16-naflex.yaml
+
+Continue a run that stopped (the newest complete checkpoint in train.output_dir)::
+
+    python tools/train.py --config configs/ade20k_linear_siglip2-b16-naflex.yaml --resume
+
+Overrides are dotted ``section.key=value`` pairs, parsed as YAML (``model.layers=[-4,-3,-2,-1]``).
+The run's folder (train.output_dir, default runs/<name>) receives config.yaml, log.jsonl,
+checkpoints/step_<N>/ and best/ (a DenseModel directory + metrics.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from siglip2_dense.config import load_config
+from siglip2_dense.engine import train
+from siglip2_dense.errors import Siglip2DenseError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="experiment YAML (see configs/)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=1e-4")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides) + (["train.resume=auto"] if args.resume else [])
+    try:
+        config = load_config(args.config, overrides)
+        result = train(config)
+    except Siglip2DenseError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if result["best"] is not None:
+        print(json.dumps({"best": result["best"], "output_dir": result["output_dir"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
