@@ -221,8 +221,10 @@ class OpenVocabSegmenter:
 
 def _processor_size(processor: Any) -> tuple[int, int]:
     size = processor.size
-    if isinstance(size, dict) and "height" in size and "width" in size:
-        return int(size["height"]), int(size["width"])
+    height, width = (size.get("height"), size.get("width")) if isinstance(size, dict) else (
+        getattr(size, "height", None), getattr(size, "width", None))
+    if height and width:
+        return int(height), int(width)
     raise RequestError(f"cannot read the FixRes input size from the image processor's size {size!r}; pass size=")
 
 

@@ -260,6 +260,28 @@ def test_label_rules_through_the_segmenter(segmenter, images):
     assert result.scores.shape == (3, 30, 45) and torch.isfinite(result.scores).all()
 
 
+def test_fixres_checkpoint_segments_at_its_training_size(tiny_fixres_dir, tmp_path):
+    import shutil
+
+    from conftest import build_tiny_tokenizer
+    from transformers import AutoTokenizer, SiglipModel
+
+    directory = tmp_path / "fixres-text"
+    shutil.copytree(tiny_fixres_dir, directory)
+    build_tiny_tokenizer(directory)
+    fixres = OpenVocabSegmenter.from_pretrained(str(directory), cache_dir=tmp_path / "cache")
+    image = random_image(np.random.default_rng(1), 50, 70)
+    assert fixres.size == (32, 32)
+    assert fixres(image, LABELS).scores.shape == (3, 50, 70)
+    ids = AutoTokenizer.from_pretrained(directory)(
+        ["this is a photo of cat", "this is a photo of sky"], padding="max_length", max_length=64, return_tensors="pt"
+    )["input_ids"]
+    with torch.no_grad():
+        pixels = fixres.backbone.preprocess([image], size=(32, 32))["pixel_values"]
+        expected = torch.sigmoid(SiglipModel.from_pretrained(directory).eval()(input_ids=ids, pixel_values=pixels).logits_per_image)
+    assert (fixres.classify([image], ["cat", "sky"]) - expected).abs().max() <= 1e-5
+
+
 # --- command line -----------------------------------------------------------------------------------
 
 def test_segment_tool_end_to_end(tiny_naflex_text_dir, images, tmp_path):
