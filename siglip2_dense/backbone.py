@@ -205,7 +205,9 @@ class Backbone(nn.Module):
         if fixres_grid is None:
             return tokens_to_grid(tokens, spatial_shapes)[0]
         batch, _, channels = tokens.shape
-        return tokens.transpose(1, 2).reshape(batch, channels, *fixres_grid)
+        grid = tokens.transpose(1, 2).reshape(batch, channels, *fixres_grid)
+        real = grid_mask(spatial_shapes, *fixres_grid)
+        return grid if bool(real.all()) else grid * real[:, None].to(grid.dtype)
 
     def forward(
         self,

@@ -63,11 +63,13 @@ def tokens_to_grid(tokens: torch.Tensor, spatial_shapes: torch.Tensor) -> tuple[
         )
     height, width = int(shapes[:, 0].max()), int(shapes[:, 1].max())
     mask = grid_mask(shapes, height, width)
+    if bool((counts == height * width).all()):  # every image fills the grid: a view, no copy
+        return tokens[:, : height * width].reshape(batch, height, width, channels).permute(0, 3, 1, 2), mask
     rows = torch.arange(height, device=tokens.device)[None, :, None]
     cols = torch.arange(width, device=tokens.device)[None, None, :]
     index = (rows * shapes[:, 1, None, None] + cols).clamp(max=num_tokens - 1)
     index = torch.where(mask, index, torch.zeros_like(index)).reshape(batch, height * width)
     gathered = tokens.gather(1, index[:, :, None].expand(-1, -1, channels))
-    gathered = gathered * mask.reshape(batch, height * width, 1).to(tokens.dtype)
+    gathered.mul_(mask.reshape(batch, height * width, 1).to(tokens.dtype))
     grid = gathered.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
     return grid, mask

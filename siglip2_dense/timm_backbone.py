@@ -128,14 +128,30 @@ class TimmBackbone(nn.Module):
         self, pixel_values: torch.Tensor, spatial_shapes: torch.Tensor, pixel_attention_mask: torch.Tensor | None = None
     ) -> DenseFeatures:
         """``pixel_values [B, 3, H, W]`` -> :class:`DenseFeatures` with ``H/p x W/p`` grids."""
+        spatial_shapes = spatial_shapes.to(pixel_values.device).long()
+        height, width = pixel_values.shape[-2] // self.patch_size, pixel_values.shape[-1] // self.patch_size
+        mask = grid_mask(spatial_shapes, height, width)
         in_block_order = sorted(self.layers)
         final, maps = self.model.forward_intermediates(
-            pixel_values, indices=in_block_order, norm=self.norm, output_fmt="NCHW"
+            pixel_values, indices=in_block_order, norm=self.norm, output_fmt="NCHW",
+            attn_mask=self._padding_attention_mask(mask, pixel_values.dtype),
         )
         by_block = dict(zip(in_block_order, maps))
-        maps = [by_block[index] for index in self.layers]
+        maps = [by_block[index] * mask[:, None].to(by_block[index].dtype) for index in self.layers]
         pooled = self.model.forward_head(final, pre_logits=True)
-        height, width = maps[0].shape[-2:]
-        spatial_shapes = spatial_shapes.to(pixel_values.device).long()
-        return DenseFeatures(maps=list(maps), mask=grid_mask(spatial_shapes, height, width),
-                             grid_sizes=spatial_shapes, pooled=pooled)
+        return DenseFeatures(maps=maps, mask=mask, grid_sizes=spatial_shapes, pooled=pooled)
+
+    def _padding_attention_mask(self, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+        """Additive ``[B, 1, 1, prefix + H*W]`` mask keeping attention off padded patches; None if none.
+
+        Real patches then never attend to padding. Position embeddings are still interpolated to
+        the padded canvas (timm's ``dynamic_img_size``), so an image batched with larger ones is
+        close to, not equal to, the same image alone; batch images of one size for exact features.
+        """
+        if bool(mask.all()):
+            return None
+        prefix = int(getattr(self.model, "num_prefix_tokens", 0))
+        keep = torch.cat([mask.new_ones(mask.shape[0], prefix), mask.flatten(1)], dim=1)
+        additive = torch.zeros(keep.shape, dtype=dtype, device=mask.device)
+        additive.masked_fill_(~keep, torch.finfo(dtype).min)
+        return additive[:, None, None, :]

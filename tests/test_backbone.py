@@ -193,10 +193,12 @@ def test_timm_vit_through_the_same_interface(rng):
     assert [m.shape for m in feats.maps] == [(2, 192, 4, 5)] * 2
     assert feats.mask[0].sum() == 3 * 5 and feats.mask[1].sum() == 4 * 2
     assert feats.pooled.shape == (2, 192)
+    same_size = bb.preprocess([random_image(rng, 48, 80), random_image(rng, 48, 80)])
     with torch.no_grad():
-        plain = bb.model.forward_intermediates(inputs["pixel_values"], indices=[11], norm=True,
+        ours = bb(**same_size).maps[1]
+        plain = bb.model.forward_intermediates(same_size["pixel_values"], indices=[11], norm=True,
                                                output_fmt="NCHW", intermediates_only=True)[0]
-    assert torch.allclose(feats.maps[1], plain, atol=1e-6)
+    assert torch.allclose(ours, plain, atol=1e-6)
 
 
 @pytest.mark.parametrize("layers, message", [(5, r"\[1, 3\]"), ([0, 3], r"-3\.\.2"), ([-4], r"-3\.\.2"), (0, r"\[1, 3\]")])
@@ -240,3 +242,27 @@ def test_bad_images_and_conversions(tiny_naflex_dir, rng):
     assert torch.equal(bb.preprocess([floats])["pixel_values"], bb.preprocess([rgb])["pixel_values"])
     with pytest.raises(RequestError, match="size applies|not size"):
         bb.preprocess([rgb], size=32)
+
+
+def test_padded_cells_are_zero_for_every_backbone(tiny_fixres_dir, rng):
+    images = [random_image(rng, 32, 32), random_image(rng, 20, 12)]
+    for bb in (sd.load_backbone(str(tiny_fixres_dir)),
+               sd.load_backbone("timm:vit_tiny_patch16_224", pretrained=False)):
+        batch = images if bb.patch_size == 4 else [random_image(rng, 64, 64), random_image(rng, 20, 40)]
+        with torch.no_grad():
+            feats = bb(**bb.preprocess(batch))
+        assert (~feats.mask[1]).any()
+        assert feats.maps[0][1][:, ~feats.mask[1]].abs().max() == 0
+
+
+def test_timm_real_patches_do_not_attend_to_padding(rng):
+    bb = sd.load_backbone("timm:vit_tiny_patch16_224", pretrained=False)
+    small = random_image(rng, 32, 48)
+    # same canvas (position table) both times; only the padding content differs
+    a = bb.preprocess([small, random_image(rng, 64, 64)])
+    b = {k: v.clone() for k, v in a.items()}
+    b["pixel_values"][0, :, 32:, :] = 5.0
+    b["pixel_values"][0, :, :, 48:] = -5.0
+    with torch.no_grad():
+        fa, fb = bb(**a), bb(**b)
+    assert (fa.maps[0][0, :, :2, :3] - fb.maps[0][0, :, :2, :3]).abs().max() <= 1e-5

@@ -1,0 +1,104 @@
+"""Peak memory of evaluating the base NaFlex backbone at 1024 patches, batch 8.
+
+A base-size NaFlex checkpoint (random weights) is written to a temporary folder, then a fresh
+subprocess loads it through ``load_backbone`` as a user would and runs one forward. Resident
+memory is sampled every 0.5 ms from ``/proc/self/statm``.
+
+Figures:
+- (peak during the forward - resident after imports) / (weights + one batch of the widest
+  activations, ``B * N * (D + 4D)`` float32: the residual stream and the MLP's hidden);
+- the toolkit forward's transient peak / a bare transformers forward's on the same inputs
+  (target <= 1.05: the dense interface keeps no extra copies).
+
+Run: ``python benchmarks/memory.py``
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from measure import Figure, print_figures
+
+WRITE_CHECKPOINT = r"""
+import sys
+sys.path.insert(0, {bench!r})
+from backbone import base_naflex_backbone
+bb = base_naflex_backbone()
+bb.vision_model.save_pretrained({folder!r})
+bb.image_processor.save_pretrained({folder!r})
+"""
+
+MEASURE = r"""
+import ctypes, gc, json, threading, time
+import numpy as np
+import torch
+import siglip2_dense as sd
+torch.set_num_threads(2)
+
+def resident() -> int:
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+
+def settle() -> int:
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return resident()
+
+def transient_peak(fn) -> tuple[int, int]:
+    before = settle()
+    peak, running = [before], [True]
+    def sample() -> None:
+        while running[0]:
+            peak[0] = max(peak[0], resident())
+            time.sleep(0.0005)
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    with torch.inference_mode():
+        fn()
+    running[0] = False
+    sampler.join()
+    return before, max(peak[0], resident())
+
+base = settle()
+bb = sd.load_backbone({folder!r})
+weights = sum(p.numel() * p.element_size() for p in bb.parameters())
+images = [np.random.default_rng(i).integers(0, 256, (512, 512, 3), dtype=np.uint8) for i in range(8)]
+inputs = bb.preprocess(images, max_num_patches=1024)
+with torch.inference_mode():  # first calls allocate kernel workspaces once: not part of a batch's cost
+    bb(**inputs)
+    bb.vision_model(**inputs)
+before, peak = transient_peak(lambda: bb(**inputs))
+bare_before, bare_peak = transient_peak(lambda: bb.vision_model(**inputs))
+batch, tokens = inputs["pixel_values"].shape[:2]
+activations = batch * tokens * 5 * bb.embed_dim * 4
+print(json.dumps(dict(base=base, before=before, peak=peak, weights=weights, activations=activations,
+                      tokens=tokens, toolkit_transient=peak - before, bare_transient=bare_peak - bare_before)))
+"""
+
+
+def run() -> list[Figure]:
+    bench = str(Path(__file__).resolve().parent)
+    with tempfile.TemporaryDirectory() as folder:
+        subprocess.run([sys.executable, "-c", WRITE_CHECKPOINT.format(bench=bench, folder=folder)], check=True,
+                       capture_output=True)
+        out = subprocess.run([sys.executable, "-c", MEASURE.format(folder=folder)], capture_output=True, text=True,
+                             check=True)
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    used = m["peak"] - m["base"]
+    mib = 2**20
+    return [
+        Figure("eval memory: (peak - imports) / (weights + one batch of activations)",
+               used / (m["weights"] + m["activations"]), 1.5, higher_is_better=False,
+               detail=f"used {used / mib:.0f} MiB, weights {m['weights'] / mib:.0f} MiB, activations "
+                      f"{m['activations'] / mib:.0f} MiB ({m['tokens']} tokens x 8)"),
+        Figure("eval memory: toolkit forward transient / transformers forward transient",
+               m["toolkit_transient"] / m["bare_transient"], 1.05, higher_is_better=False,
+               detail=f"toolkit {m['toolkit_transient'] / mib:.0f} MiB, transformers {m['bare_transient'] / mib:.0f} MiB"),
+    ]
+
+
+if __name__ == "__main__":
+    print_figures("memory", run())
