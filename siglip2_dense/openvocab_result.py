@@ -61,15 +61,21 @@ class OpenVocabResult:
         return int(self.label_map.shape[0]), int(self.label_map.shape[1])
 
     def names(self) -> list[str]:
-        """Display names, one per label index (a label's first synonym, as given), then "background"."""
+        """Display names, one per label index (a label's first synonym, as given), then
+        :attr:`background_name` when there is a background index."""
         names = [label.split(",")[0].strip() or label for label in self.labels]
-        return names + ["background"] if self.background_index is not None else names
+        return names + [self.background_name] if self.background_index is not None else names
+
+    @property
+    def background_name(self) -> str:
+        """``"background"``, or ``"<background>"`` when a label is itself called "background"."""
+        return "<background>" if "background" in self.labels else "background"
 
     def shares(self) -> dict[str, float]:
-        """Fraction of the image's pixels given to each label (and "background"), keyed by label."""
+        """Fraction of the image's pixels given to each label (and :attr:`background_name`), keyed by label."""
         counts = torch.bincount(self.label_map.flatten(), minlength=len(self.labels) + 1).tolist()
         total = max(1, self.label_map.numel())
-        keys = list(self.labels) + (["background"] if self.background_index is not None else [])
+        keys = list(self.labels) + ([self.background_name] if self.background_index is not None else [])
         return {key: counts[k] / total for k, key in enumerate(keys)}
 
     # --- COCO -----------------------------------------------------------------------------------

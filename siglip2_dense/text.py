@@ -73,7 +73,7 @@ def max_over_synonyms(scores: torch.Tensor, label_index: torch.Tensor, num_label
 
     ``label_index [S]`` long gives each row's label; every label must own at least one row.
     """
-    if label_index.numel() == num_labels and bool((label_index == torch.arange(num_labels)).all()):
+    if label_index.numel() == num_labels and bool((label_index == torch.arange(num_labels, device=label_index.device)).all()):
         return scores
     moved = scores.movedim(dim, -1)
     index = label_index.to(scores.device).expand(moved.shape)
