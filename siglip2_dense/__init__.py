@@ -20,14 +20,29 @@ _EXPORTS = {
     "DenseFeatures": "siglip2_dense.features",
     "tokens_to_grid": "siglip2_dense.features",
     "DenseModel": "siglip2_dense.model",
+    "OpenVocabSegmenter": "siglip2_dense.openvocab",
+    "OpenVocabResult": "siglip2_dense.openvocab_result",
+    "TextEncoder": "siglip2_dense.text",
 }
 
-__all__ = ["Backbone", "DenseFeatures", "DenseModel", "load_backbone", "tokens_to_grid"]
+__all__ = [
+    "Backbone",
+    "DenseFeatures",
+    "DenseModel",
+    "OpenVocabResult",
+    "OpenVocabSegmenter",
+    "TextEncoder",
+    "load_backbone",
+    "tokens_to_grid",
+]
 
 if TYPE_CHECKING:
     from siglip2_dense.backbone import Backbone, load_backbone
     from siglip2_dense.features import DenseFeatures, tokens_to_grid
     from siglip2_dense.model import DenseModel
+    from siglip2_dense.openvocab import OpenVocabSegmenter
+    from siglip2_dense.openvocab_result import OpenVocabResult
+    from siglip2_dense.text import TextEncoder
 
 
 assert sorted(__all__) == sorted(_EXPORTS), "every export is listed once in __all__"
