@@ -1,0 +1,111 @@
+"""The per-image evaluation loop shared by trained models and zero-shot segmentation.
+
+Per image (a batch of one, as mmsegmentation tests): ``predict(image) -> [K, h, w]`` scores at the
+image's size (after the eval transform), resized bilinearly (``align_corners=False``) to the
+ground truth's size, then argmax (segmentation) or channel 0 (depth), then ``evaluator.update``
+and an optional per-image callback (pictures). Process ``r`` of ``N`` takes images ``r, r + N,
+...``; the evaluators' sum states are reduced across processes by torchmetrics in ``compute()``,
+so N processes give the numbers of one.
+
+This is the loop of :func:`siglip2_dense.validation.evaluate` (which validates every head of a
+``HeadGrid`` during training), taking any predictor and adding the callback and a progress bar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from siglip2_dense.errors import ConfigError
+
+ImagePredictor = Callable[[np.ndarray], torch.Tensor]
+"""``[H, W, 3]`` uint8 image -> ``[K, H, W]`` scores at its size (logits or probabilities; depth: K = 1)."""
+
+ImageCallback = Callable[[int, dict[str, Any], torch.Tensor], Any]
+"""``(data-set index, item, prediction [H, W] at the target's size: long labels or float metres)``."""
+
+TARGET_KEYS = {"segmentation": "mask", "depth": "depth"}
+
+
+def shard(length: int, rank: int, world_size: int) -> range:
+    """The data-set indices process ``rank`` of ``world_size`` evaluates: ``rank, rank + world_size, ...``."""
+    return range(rank, length, world_size)
+
+
+def scores_to_prediction(scores: torch.Tensor, size: tuple[int, int], task: str) -> torch.Tensor:
+    """``[K, h, w]`` scores -> ``[H, W]`` prediction at ``size``: argmax labels (long) or depth (float32).
+
+    The scores are resized bilinearly first (mmsegmentation resizes logits, then takes the argmax).
+    """
+    if tuple(scores.shape[-2:]) != tuple(size):
+        scores = F.interpolate(scores[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0]
+    if task == "segmentation":
+        return scores.argmax(dim=0)
+    return scores[0].float()
+
+
+def check_output_channels(scores: torch.Tensor, task: str, num_classes: int | None) -> None:
+    """Fail with the numbers when the model's output does not fit the evaluation."""
+    channels = int(scores.shape[0])
+    if task == "depth" and channels != 1:
+        raise ConfigError(f"task=depth needs a one-channel depth output; the model gives {channels} channels")
+    if task == "segmentation" and num_classes is not None and channels != num_classes:
+        raise ConfigError(
+            f"the model predicts {channels} classes but the evaluation counts {num_classes} "
+            "(head.args.num_classes / the label list); they must be equal"
+        )
+
+
+def evaluate_images(
+    predict: ImagePredictor,
+    dataset: Dataset,
+    evaluator: Any,
+    task: str,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+    on_image: ImageCallback | None = None,
+    autocast: Callable[[], AbstractContextManager] | None = None,
+    progress: bool = False,
+    description: str = "eval",
+) -> dict[str, Any]:
+    """Evaluate ``predict`` on this process's share of ``dataset``; return ``evaluator.compute()`` (all processes).
+
+    Args:
+        predict: see :data:`ImagePredictor`.
+        dataset: items ``{"image", "mask" | "depth", "path"}`` with the eval transform applied.
+        evaluator: a ``SegmentationEvaluator`` / ``DepthEvaluator`` (reset here, moved to ``device``).
+        task: ``segmentation`` or ``depth``.
+        on_image: called after each image's update, see :data:`ImageCallback`.
+        autocast: a context factory around ``predict`` (bf16 on GPUs); None: none.
+        progress: show a tqdm bar (this process's images).
+    """
+    if task not in TARGET_KEYS:
+        raise ConfigError(f"task={task!r}: expected one of {', '.join(TARGET_KEYS)}")
+    target_key = TARGET_KEYS[task]
+    evaluator = evaluator.to(device)
+    evaluator.reset()
+    num_classes = getattr(evaluator, "num_classes", None)
+    indices = shard(len(dataset), rank, world_size)
+    with torch.inference_mode():
+        for index in tqdm(indices, desc=description, disable=not progress, dynamic_ncols=True):
+            item = dataset[index]
+            target = torch.as_tensor(np.asarray(item[target_key])).to(device)
+            with autocast() if autocast is not None else nullcontext():
+                scores = predict(item["image"])
+            check_output_channels(scores, task, num_classes)
+            prediction = scores_to_prediction(scores.to(device), tuple(target.shape), task)
+            if task == "segmentation":
+                evaluator.update(prediction[None], target[None].long())
+            else:
+                evaluator.update(prediction[None], target[None].float())
+            if on_image is not None:
+                on_image(index, item, prediction)
+    return evaluator.compute()
