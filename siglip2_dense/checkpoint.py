@@ -176,8 +176,9 @@ def save_checkpoint(
     root = output_dir / CHECKPOINTS_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / step_dir_name(step)
+    for stale in root.glob(".step_*.tmp-*"):  # left by a run that was killed while writing
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file(trained_tensors(grid), str(tmp / "model.safetensors"))
     optimizer_tensors, optimizer_other = split_optimizer_state(optimizer.state_dict())

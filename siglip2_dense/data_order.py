@@ -3,8 +3,9 @@
 - The global batch of optimiser step ``t`` is a pure function of ``(seed, t)``: epoch
   ``e = t // B_e`` (``B_e = N // batch_size`` full batches per epoch, the remainder dropped), the
   epoch's order is ``randperm(N)`` seeded by ``(seed, e)``, and the batch is its slice
-  ``t % B_e``. Process ``r`` of ``W`` takes the ``r``-th of ``W`` equal parts of it, each cut into
-  ``grad_accum_steps`` micro-batches, so the union over processes is the 1-process batch.
+  ``t % B_e``. It is cut into ``grad_accum_steps`` micro-batches and process ``r`` of ``W`` takes
+  the ``r``-th of ``W`` equal parts of each, so the union over processes of micro-batch ``m`` is
+  the 1-process micro-batch ``m`` (and synchronised BatchNorm sees the same images).
 - Each item's augmentation is seeded by ``(seed, epoch, index)`` (or ``(seed, view, image)`` with
   fixed views), never by a global random state, so it is the same whichever process, worker or
   resumed run draws it.
@@ -52,7 +53,7 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
     """Micro-batches of ``(item index, epoch)`` keys for one process, optimiser steps ``start..end-1``.
 
     Yields ``grad_accum_steps`` lists per step, each of ``batch_size / (world_size * grad_accum_steps)``
-    keys. Requires that this divides evenly.
+    keys (this process's part of each micro-batch). Requires that this divides evenly.
     """
 
     def __init__(
@@ -92,9 +93,10 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for step in range(self.start_step, self.end_step):
             epoch, indices = self.global_batch(step)
-            mine = indices[self.rank * self.per_process : (self.rank + 1) * self.per_process]
+            per_micro = self.batch_size // self.grad_accum_steps
             for micro in range(self.grad_accum_steps):
-                yield [(index, epoch) for index in mine[micro * self.micro : (micro + 1) * self.micro]]
+                part = indices[micro * per_micro : (micro + 1) * per_micro]
+                yield [(index, epoch) for index in part[self.rank * self.micro : (self.rank + 1) * self.micro]]
 
 
 def seed_transform(transform: Callable[[dict[str, Any]], dict[str, Any]], seed: int) -> None:
