@@ -8,8 +8,9 @@ What ``tools/eval.py`` does, callable in-process::
     print(result.table)
 
 The validation split of ``config.data`` goes through the config's eval transform and
-``config.eval`` protocol (whole / slide / native, TTA) exactly as training's validation
-(:func:`siglip2_dense.validation.predict_image`), or through
+``config.eval`` protocol (whole / slide / native, TTA) as training's validation
+(:func:`siglip2_dense.validation.predict_image`; sliding-window segmentation streams the classes
+through :mod:`siglip2_dense.slide_labels`, same labels, less memory traffic), or through
 :class:`~siglip2_dense.openvocab.OpenVocabSegmenter` when the head is ``openvocab``
 (:mod:`siglip2_dense.zero_shot`); :func:`siglip2_dense.evaluation_loop.evaluate_images` does the
 per-image loop. Under ``torchrun`` every process evaluates its share of the images and draws their
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from siglip2_dense.build import (
@@ -39,7 +41,7 @@ from siglip2_dense.dataset_labels import dataset_class_names, dataset_palette, n
 from siglip2_dense.distributed import ProcessContext, close_processes, init_processes
 from siglip2_dense.errors import RequestError
 from siglip2_dense.eval_checkpoint import checkpoint_backbone, load_model_for_evaluation
-from siglip2_dense.evaluation_loop import ImagePredictor, evaluate_images
+from siglip2_dense.evaluation_loop import PixelPredictor, evaluate_images, from_scores
 from siglip2_dense.metrics_report import format_table, metrics_record, write_metrics_files
 from siglip2_dense.pictures import EvaluationPictures
 from siglip2_dense.zero_shot import (
@@ -92,18 +94,37 @@ def default_out_dir(config: ExperimentConfig, checkpoint: str | Path | None) -> 
     return folder / f"eval_{config.data.val_split}"
 
 
-def dense_model_predictor(model: torch.nn.Module, config: ExperimentConfig, device: torch.device) -> ImagePredictor:
-    """``image -> [K, H, W]`` by training's validation path: the model as a one-head grid, ``config.eval``'s protocol."""
+def uses_tta(config: ExperimentConfig) -> bool:
+    return bool(config.eval.flip) or list(config.eval.scales) != [1.0]
+
+
+def dense_model_predictor(
+    model: torch.nn.Module, config: ExperimentConfig, device: torch.device, num_classes: int | None = None
+) -> PixelPredictor:
+    """``(image, size) -> prediction at size`` for a trained model under ``config.eval``'s protocol.
+
+    Segmentation by sliding window without TTA streams the classes
+    (:func:`~siglip2_dense.slide_labels.slide_window_labels`, the same labels with a fraction of the
+    memory traffic); everything else is training's validation path
+    (:func:`~siglip2_dense.validation.predict_image` on the model as a one-head grid) + :func:`from_scores`.
+    """
     from siglip2_dense.head_grid import HeadGrid
+    from siglip2_dense.slide_labels import slide_window_labels
     from siglip2_dense.validation import check_eval_config, predict_image
 
     check_eval_config(config, model.backbone)
+    if config.task == "segmentation" and config.eval.mode == "slide" and not uses_tta(config):
+        def predict_labels(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+            return slide_window_labels(model, image, size, config.eval.crop_size, config.eval.stride,
+                                       config.model.max_num_patches, num_classes=num_classes)
+
+        return predict_labels
     grid = HeadGrid(model.backbone, [model.head], [list(range(len(model.backbone.layers)))]).eval()
 
-    def predict(image):  # [H, W, 3] uint8 -> [K, H, W]
+    def scores(image: np.ndarray) -> torch.Tensor:
         return predict_image(grid, image, config, device)
 
-    return predict
+    return from_scores(scores, config.task, num_classes)
 
 
 def eval_section(config: ExperimentConfig) -> dict[str, Any]:
@@ -175,16 +196,17 @@ def _run(
     sections: dict[str, Any] = {}
     if zero_shot:
         labels = zero_shot_labels(config, class_names)
-        predict = build_zero_shot_predictor(config, labels, device, text_cache_dir)
         evaluator = SegmentationEvaluator(num_classes=len(labels), ignore_index=ignore_index)
+        predict = from_scores(build_zero_shot_predictor(config, labels, device, text_cache_dir), config.task,
+                              evaluator.num_classes)
         model_section = {"kind": "open_vocab", "checkpoint": config.model.backbone,
                          "templates": config.head.args.get("templates", "single"),
                          "variant": config.head.args.get("variant", "plain")}
         sections["labels"] = labels
     else:
         model = load_model_for_evaluation(checkpoint, device, head)
-        predict = dense_model_predictor(model, config, device)
         evaluator = build_evaluator(config, ignore_index)
+        predict = dense_model_predictor(model, config, device, getattr(evaluator, "num_classes", None))
         model_section = {"kind": "dense", "checkpoint": str(checkpoint), "backbone": model.backbone.name_or_path,
                          "head": head_name(model.head)}
     if segmentation:

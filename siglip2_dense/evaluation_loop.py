@@ -1,11 +1,12 @@
 """The per-image evaluation loop shared by trained models and zero-shot segmentation.
 
-Per image (a batch of one, as mmsegmentation tests): ``predict(image) -> [K, h, w]`` scores at the
-image's size (after the eval transform), resized bilinearly (``align_corners=False``) to the
-ground truth's size, then argmax (segmentation) or channel 0 (depth), then ``evaluator.update``
-and an optional per-image callback (pictures). Process ``r`` of ``N`` takes images ``r, r + N,
-...``; the evaluators' sum states are reduced across processes by torchmetrics in ``compute()``,
-so N processes give the numbers of one.
+Per image (a batch of one, as mmsegmentation tests): ``predict(image, size)`` gives the prediction
+at the ground truth's size -- for a scores function (``image -> [K, h, w]`` at the image's size,
+after the eval transform) :func:`from_scores` resizes the scores bilinearly (``align_corners=False``)
+to the ground truth and takes the argmax (segmentation) or channel 0 (depth) -- then
+``evaluator.update`` and an optional per-image callback (pictures). Process ``r`` of ``N`` takes
+images ``r, r + N, ...``; the evaluators' sum states are reduced across processes by torchmetrics
+in ``compute()``, so N processes give the numbers of one.
 
 This is the loop of :func:`siglip2_dense.validation.evaluate` (which validates every head of a
 ``HeadGrid`` during training), taking any predictor and adding the callback and a progress bar.
@@ -25,8 +26,11 @@ from tqdm import tqdm
 
 from siglip2_dense.errors import ConfigError
 
-ImagePredictor = Callable[[np.ndarray], torch.Tensor]
-"""``[H, W, 3]`` uint8 image -> ``[K, H, W]`` scores at its size (logits or probabilities; depth: K = 1)."""
+ScoresFunction = Callable[[np.ndarray], torch.Tensor]
+"""``[h, w, 3]`` uint8 image -> ``[K, h, w]`` scores at its size (logits or probabilities; depth: K = 1)."""
+
+PixelPredictor = Callable[[np.ndarray, tuple[int, int]], torch.Tensor]
+"""``([h, w, 3]`` uint8 image, ground-truth size ``(H, W))`` -> ``[H, W]``: long labels or float32 metres."""
 
 ImageCallback = Callable[[int, dict[str, Any], torch.Tensor], Any]
 """``(data-set index, item, prediction [H, W] at the target's size: long labels or float metres)``."""
@@ -63,8 +67,23 @@ def check_output_channels(scores: torch.Tensor, task: str, num_classes: int | No
         )
 
 
+def from_scores(scores: ScoresFunction, task: str, num_classes: int | None = None) -> PixelPredictor:
+    """A :data:`PixelPredictor` from a scores function: resize to the ground truth, then argmax / channel 0.
+
+    Args:
+        num_classes: segmentation: the classes the evaluation counts (checked against the scores).
+    """
+
+    def predict(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+        image_scores = scores(image)
+        check_output_channels(image_scores, task, num_classes)
+        return scores_to_prediction(image_scores, size, task)
+
+    return predict
+
+
 def evaluate_images(
-    predict: ImagePredictor,
+    predict: PixelPredictor,
     dataset: Dataset,
     evaluator: Any,
     task: str,
@@ -79,7 +98,7 @@ def evaluate_images(
     """Evaluate ``predict`` on this process's share of ``dataset``; return ``evaluator.compute()`` (all processes).
 
     Args:
-        predict: see :data:`ImagePredictor`.
+        predict: see :data:`PixelPredictor` (:func:`from_scores` makes one from a scores function).
         dataset: items ``{"image", "mask" | "depth", "path"}`` with the eval transform applied.
         evaluator: a ``SegmentationEvaluator`` / ``DepthEvaluator`` (reset here, moved to ``device``).
         task: ``segmentation`` or ``depth``.
@@ -92,16 +111,13 @@ def evaluate_images(
     target_key = TARGET_KEYS[task]
     evaluator = evaluator.to(device)
     evaluator.reset()
-    num_classes = getattr(evaluator, "num_classes", None)
     indices = shard(len(dataset), rank, world_size)
     with torch.inference_mode():
         for index in tqdm(indices, desc=description, disable=not progress, dynamic_ncols=True):
             item = dataset[index]
             target = torch.as_tensor(np.asarray(item[target_key])).to(device)
             with autocast() if autocast is not None else nullcontext():
-                scores = predict(item["image"])
-            check_output_channels(scores, task, num_classes)
-            prediction = scores_to_prediction(scores.to(device), tuple(target.shape), task)
+                prediction = predict(item["image"], tuple(target.shape)).to(device)
             if task == "segmentation":
                 evaluator.update(prediction[None], target[None].long())
             else:

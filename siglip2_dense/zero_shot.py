@@ -26,7 +26,7 @@ import torch
 
 from siglip2_dense.config import ExperimentConfig, HeadConfig
 from siglip2_dense.errors import ConfigError
-from siglip2_dense.evaluation_loop import ImagePredictor
+from siglip2_dense.evaluation_loop import ScoresFunction
 
 ZERO_SHOT_HEAD = "openvocab"
 ZERO_SHOT_ARGS = ("labels", "templates", "variant")
@@ -92,7 +92,7 @@ def build_zero_shot_predictor(
     labels: Sequence[str],
     device: torch.device,
     cache_dir: str | None = None,
-) -> ImagePredictor:
+) -> ScoresFunction:
     """``image [H, W, 3] -> [K, H, W]`` label probabilities, the labels' text embedded once, here.
 
     Args:

@@ -164,6 +164,36 @@ def test_two_processes_write_the_one_process_files(single_process_run, segmentat
     assert two == one  # each process drew its own images; together all of them
 
 
+# --- streamed sliding window -----------------------------------------------------------------------------
+
+
+def test_running_argmax_over_class_chunks_keeps_the_first_of_ties(rng):
+    from siglip2_dense.slide_labels import merge_argmax
+
+    scores = torch.from_numpy(rng.integers(0, 3, size=(10, 7, 9))).float()  # many ties
+    best = labels = None
+    for start in range(0, 10, 3):
+        best, labels = merge_argmax(best, labels, scores[start : start + 3], start)
+    assert torch.equal(labels, scores.argmax(dim=0)) and torch.equal(best, scores.max(dim=0).values)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 3 * 4 * 64 * 90])  # one class at a time; three at a time
+def test_streamed_slide_labels_equal_the_full_score_argmax(segmentation_checkpoint, ade_root, chunk_bytes):
+    from siglip2_dense.head_grid import HeadGrid
+    from siglip2_dense.slide_labels import slide_window_labels
+    from siglip2_dense.validation import predict_image
+
+    config = load_config(LINEAR, ["model.backbone=x", f"data.root={ade_root}"])
+    model = DenseModel.from_pretrained(segmentation_checkpoint)
+    grid = HeadGrid(model.backbone, [model.head], [[0]])
+    item = ADE20KDataset(ade_root, "validation", transform=build_segmentation_eval_transform(64, 256))[1]
+    with torch.inference_mode():
+        scores = predict_image(grid, item["image"], config, torch.device("cpu"))
+        want = F.interpolate(scores[None], size=item["mask"].shape, mode="bilinear")[0].argmax(0)
+        got = slide_window_labels(model, item["image"], item["mask"].shape, (32, 32), (21, 21), 64, chunk_bytes)
+    assert torch.equal(got, want)
+
+
 # --- depth ---------------------------------------------------------------------------------------------
 
 
