@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from siglip2_dense.device_defaults import default_dtype, resolve_device
@@ -379,6 +380,9 @@ def load_backbone(
             )
     except (OSError, ValueError) as error:
         raise CheckpointError(f"cannot load the vision tower of {name_or_path!r}: {error}") from error
+    except SafetensorError as error:
+        raise CheckpointError(f"cannot load the vision tower of {name_or_path!r}: its weight file is corrupt or "
+                              f"truncated ({error}); download or save the checkpoint again") from error
     if info.get("missing_keys"):
         raise CheckpointError(
             f"checkpoint {name_or_path!r} lacks vision-tower weights: {sorted(info['missing_keys'])}"

@@ -31,11 +31,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from siglip2_dense.errors import CheckpointError, MissingFileError
-from siglip2_dense.model import check_keys_and_shapes, tuned_parameters
+from siglip2_dense.model import check_keys_and_shapes, read_safetensors, tuned_parameters
 
 CHECKPOINTS_DIR = "checkpoints"
 MANIFEST = "manifest.json"
@@ -141,9 +141,22 @@ def _fsync_tree(directory: Path) -> None:
         os.close(handle)
 
 
+def moved_aside(final: Path) -> Path:
+    """Where :func:`replace_directory` keeps the older ``final`` while it swaps in the new one."""
+    return final.with_name(f".{final.name}.old")
+
+
+def restore_moved_aside(final: Path) -> None:
+    """Undo an interrupted :func:`replace_directory`: put the older ``final`` back when a kill came
+    between moving it aside and moving the new one in."""
+    old = moved_aside(final)
+    if not final.exists() and old.is_dir():
+        os.replace(old, final)
+
+
 def replace_directory(tmp: Path, final: Path) -> None:
     """Move the finished ``tmp`` directory to ``final``, replacing an older one (moved aside, then deleted)."""
-    old = final.with_name(f".{final.name}.old")
+    old = moved_aside(final)
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         os.replace(final, old)
@@ -154,6 +167,17 @@ def replace_directory(tmp: Path, final: Path) -> None:
     finally:
         os.close(handle)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def stale_checkpoint_dirs(root: Path, step: int) -> list[Path]:
+    """What a run killed while writing or deleting checkpoints left in ``root``: temporary and moved-aside
+    directories, and ``step_*`` directories older than ``step`` that are no longer complete."""
+    stale = [*root.glob(".step_*.tmp-*"), *root.glob(".step_*.old")]
+    for path in root.iterdir():
+        match = STEP_DIR.match(path.name)
+        if match and int(match.group(1)) < step and path.is_dir() and not is_complete(path):
+            stale.append(path)
+    return sorted(stale)
 
 
 def save_checkpoint(
@@ -176,7 +200,7 @@ def save_checkpoint(
     root = output_dir / CHECKPOINTS_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / step_dir_name(step)
-    for stale in root.glob(".step_*.tmp-*"):  # left by a run that was killed while writing
+    for stale in stale_checkpoint_dirs(root, step):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".{final.name}.tmp-{os.getpid()}"
     tmp.mkdir()
@@ -244,19 +268,31 @@ def load_checkpoint(
         raise MissingFileError(f"checkpoint directory not found: {directory}")
     if not is_complete(directory):
         raise CheckpointError(f"{directory} is not a complete checkpoint (its {MANIFEST} is missing or wrong)")
-    load_trained_tensors(grid, load_file(str(directory / "model.safetensors")))
-    optimizer_other = json.loads((directory / "optimizer.json").read_text(encoding="utf-8"))
-    optimizer_tensors = load_file(str(directory / "optimizer.safetensors"))
+    load_trained_tensors(grid, read_safetensors(directory / "model.safetensors"))
+    optimizer_other = read_json(directory / "optimizer.json")
+    optimizer_tensors = read_safetensors(directory / "optimizer.safetensors")
     try:
         optimizer.load_state_dict(join_optimizer_state(optimizer_tensors, optimizer_other))
     except (ValueError, KeyError) as error:
         raise CheckpointError(f"{directory}: the optimizer state does not fit this run's parameter groups: {error}") from error
-    scheduler.load_state_dict(json.loads((directory / "scheduler.json").read_text(encoding="utf-8")))
-    trainer_state = json.loads((directory / "trainer_state.json").read_text(encoding="utf-8"))
-    rng_json = json.loads((directory / "rng.json").read_text(encoding="utf-8"))
-    rng_tensors = load_file(str(directory / "rng.safetensors"))
-    if rank >= len(rng_json["python"]):
-        return trainer_state, None
-    tensors = {"torch": rng_tensors[f"torch.{rank}"]}
-    tensors.update({f"cuda.{k.split('.')[2]}": v for k, v in rng_tensors.items() if k.startswith(f"cuda.{rank}.")})
-    return trainer_state, {"python": rng_json["python"][rank], "numpy": rng_json["numpy"][rank], "tensors": tensors}
+    try:
+        scheduler.load_state_dict(read_json(directory / "scheduler.json"))
+        trainer_state = read_json(directory / "trainer_state.json")
+        rng_json = read_json(directory / "rng.json")
+        rng_tensors = read_safetensors(directory / "rng.safetensors")
+        if rank >= len(rng_json["python"]):
+            return trainer_state, None
+        tensors = {"torch": rng_tensors[f"torch.{rank}"]}
+        tensors.update({f"cuda.{k.split('.')[2]}": v for k, v in rng_tensors.items() if k.startswith(f"cuda.{rank}.")})
+        return trainer_state, {"python": rng_json["python"][rank], "numpy": rng_json["numpy"][rank], "tensors": tensors}
+    except (KeyError, TypeError, IndexError) as error:
+        raise CheckpointError(f"{directory}: the scheduler, trainer or RNG state lacks an entry ({error!r}); "
+                              "the checkpoint was written by another version or edited; resume from another one") from error
+
+
+def read_json(path: Path) -> Any:
+    """The JSON value in ``path``; a missing, unreadable or malformed file raises :class:`CheckpointError`."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"cannot read {path}: {error}; the checkpoint is corrupt, resume from another one") from error

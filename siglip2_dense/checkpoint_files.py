@@ -63,7 +63,11 @@ def weight_files(name_or_path: str) -> list[Path]:
         index_path = resolve_file(name_or_path, index_name)
         if index_path is None:
             continue
-        shard_names = sorted(set(json.loads(index_path.read_text())["weight_map"].values()))
+        try:
+            shard_names = sorted(set(json.loads(index_path.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise CheckpointError(f"cannot read the shard list {index_path}: {error!r}; expected JSON with a "
+                                  "'weight_map' of tensor name -> shard file") from error
         shards = [resolve_file(name_or_path, shard) for shard in shard_names]
         missing = [name for name, shard in zip(shard_names, shards) if shard is None]
         if missing:
@@ -125,7 +129,10 @@ def read_tensor(files: list[Path], key: str) -> torch.Tensor | None:
             except (OSError, SafetensorError) as error:
                 raise CheckpointError(f"cannot read {path}: {error}") from error
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as error:  # a truncated zip, a foreign pickle, an I/O error: torch raises them all
+                raise CheckpointError(f"cannot read {path} as PyTorch weights: {error}") from error
             if key in state:
                 return state[key]
     return None

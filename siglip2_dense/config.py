@@ -250,7 +250,10 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
 
 def config_from_yaml_text(text: str) -> ExperimentConfig:
     """An :class:`ExperimentConfig` from the text :func:`save_config` wrote (a checkpoint's config.yaml)."""
-    loaded = OmegaConf.create(text)
+    try:
+        loaded = OmegaConf.create(text)
+    except Exception as error:  # yaml's scanner / parser errors
+        raise ConfigError(f"cannot parse the config text as YAML: {error}") from error
     if not isinstance(loaded, DictConfig):
         raise ConfigError("config text is not a mapping of config sections")
     return merge_config(loaded, (), source="config text")

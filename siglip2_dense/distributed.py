@@ -8,11 +8,17 @@ CUDA and gloo on CPU; process ``r`` uses GPU ``LOCAL_RANK``.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from siglip2_dense.errors import ProcessGroupError, Siglip2DenseError
+
+# what gloo and NCCL say when the process at the other end of a collective is gone
+_LOST_PROCESS = re.compile(r"gloo|nccl|connection (reset|closed|refused)|broken pipe", re.IGNORECASE)
 
 
 @dataclass
@@ -57,6 +63,22 @@ def close_processes(context: ProcessContext) -> None:
     """Leave the process group (when this run joined one)."""
     if context.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def raise_if_lost_process(error: BaseException, context: ProcessContext) -> None:
+    """Raise :class:`ProcessGroupError` (from ``error``) when ``error`` is a collective that failed in a
+    distributed run, which means another process stopped: killed, out of memory, or its own error.
+
+    Call it on an exception escaping a distributed run; it returns when ``error`` is something else.
+    """
+    if not context.distributed or isinstance(error, Siglip2DenseError):
+        return
+    if isinstance(error, dist.DistError) or _LOST_PROCESS.search(str(error)):
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ProcessGroupError(
+            f"process {context.rank} of {context.world_size} lost contact with the others ({reason}); another "
+            "process stopped first: see its error or torchrun's summary, then rerun (training: with --resume)"
+        ) from error
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

@@ -61,6 +61,7 @@ from siglip2_dense.distributed import (
     close_processes,
     gather_objects,
     init_processes,
+    raise_if_lost_process,
 )
 from siglip2_dense.errors import ConfigError
 from siglip2_dense.feature_cache import build_feature_cache, collate_cached
@@ -68,7 +69,7 @@ from siglip2_dense.grid_to_pixels import outputs_to_pixels
 from siglip2_dense.head_grid import HeadGrid, layer_positions
 from siglip2_dense.losses import depth_loss
 from siglip2_dense.optim import HeadGroup, build_optimizer, build_scheduler, clip_gradients
-from siglip2_dense.run_files import JsonLinesLog, save_best_model
+from siglip2_dense.run_files import JsonLinesLog, recover_best_model, save_best_model
 from siglip2_dense.sync_batch_norm import convert_to_sync_batch_norm
 from siglip2_dense.validation import check_eval_config, evaluate, main_metric
 
@@ -85,6 +86,9 @@ def train(config: ExperimentConfig) -> dict[str, Any]:
     context = init_processes(resolve_training_device(config.train.device))
     try:
         return _train(config, context)
+    except Exception as error:
+        raise_if_lost_process(error, context)
+        raise
     finally:
         close_processes(context)
 
@@ -151,6 +155,7 @@ def _train(config: ExperimentConfig, context: ProcessContext) -> dict[str, Any]:
 
     log = JsonLinesLog(out / "log.jsonl", keep_up_to_step=start_step) if context.is_main else None
     if context.is_main:
+        recover_best_model(out)
         save_config(config, out / "config.yaml")
         log.write({"event": "start", "name": config.name, "step": start_step, "world_size": context.world_size,
                    "resumed_from": str(resume_from) if resume_from else None, "heads": describe_entries(entries)})

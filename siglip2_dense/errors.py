@@ -31,3 +31,7 @@ class RequestError(Siglip2DenseError, ValueError):
 
 class MissingFileError(Siglip2DenseError, FileNotFoundError):
     """A file or folder the caller named does not exist."""
+
+
+class ProcessGroupError(Siglip2DenseError, RuntimeError):
+    """Another process of a distributed (``torchrun``) run stopped or cannot be reached."""

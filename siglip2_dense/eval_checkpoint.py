@@ -10,13 +10,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from siglip2_dense.errors import CheckpointError, MissingFileError, RequestError
-from siglip2_dense.model import CONFIG_FILE, DenseModel, read_dense_model_config
+from siglip2_dense.model import CONFIG_FILE, DenseModel, read_dense_model_config, read_safetensors
 
 STEP_CONFIG_FILE = "config.yaml"
 STEP_WEIGHTS_FILE = "model.safetensors"
@@ -75,13 +74,17 @@ def load_model_for_evaluation(
 
 def _step_config(path: Path):  # -> ExperimentConfig
     from siglip2_dense.config import config_from_yaml_text
+    from siglip2_dense.errors import ConfigError
+    from siglip2_dense.text_files import read_text_file
 
-    return config_from_yaml_text((path / STEP_CONFIG_FILE).read_text(encoding="utf-8"))
+    config_file = path / STEP_CONFIG_FILE
+    try:
+        return config_from_yaml_text(read_text_file(config_file, "checkpoint config"))
+    except ConfigError as error:
+        raise CheckpointError(f"{config_file}: {error}") from error
 
 
 def _step_checkpoint_model(path: Path, device: str | torch.device | None, head: int | None) -> DenseModel:
-    from safetensors.torch import load_file
-
     from siglip2_dense.build import build_backbone, build_head_from_config
     from siglip2_dense.checkpoint import is_complete, load_trained_tensors
     from siglip2_dense.engine import grid_entries
@@ -94,12 +97,14 @@ def _step_checkpoint_model(path: Path, device: str | torch.device | None, head: 
     positions = [layer_positions(backbone, layers) for _, layers in grid_entries(config)]
     heads = [build_head_from_config(config, [backbone.out_channels[p] for p in pos]) for pos in positions]
     grid = HeadGrid(backbone, heads, positions).to(next(backbone.parameters()).device)
-    load_trained_tensors(grid, load_file(str(path / STEP_WEIGHTS_FILE)))
+    load_trained_tensors(grid, read_safetensors(path / STEP_WEIGHTS_FILE))
     chosen = _chosen_head(path, head, len(heads))
     return DenseModel(backbone_with_layers(backbone, positions[chosen]), grid.heads[chosen]).eval()
 
 
 def _chosen_head(path: Path, head: int | None, count: int) -> int:
+    from siglip2_dense.checkpoint import read_json
+
     if head is not None:
         if not 0 <= head < count:
             raise RequestError(f"head={head}: {path} holds heads 0..{count - 1}")
@@ -107,7 +112,8 @@ def _chosen_head(path: Path, head: int | None, count: int) -> int:
     if count == 1:
         return 0
     state_path = path / TRAINER_STATE_FILE
-    best = json.loads(state_path.read_text(encoding="utf-8")).get("best") if state_path.is_file() else None
+    state = read_json(state_path) if state_path.is_file() else None
+    best = state.get("best") if isinstance(state, dict) else None
     if isinstance(best, dict) and isinstance(best.get("head"), int):
         return int(best["head"])
     raise RequestError(f"{path} holds {count} heads (an lr / layer grid) and no best one; choose one with head=")

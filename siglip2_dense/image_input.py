@@ -9,7 +9,10 @@ documented and exact:
 - uint16 / int32 -> divided by 257 (65535 maps to 255) after clipping to [0, 65535];
 - float -> values in [0, 1] are scaled by 255, clipped, rounded;
 - PIL palette / CMYK / LA / I;16 images -> converted with PIL to RGB (16-bit through the rule
-  above), EXIF orientation applied.
+  above), EXIF orientation applied; a PIL image whose file turns out truncated or corrupt when
+  its pixels are read raises :class:`DataError` naming the file;
+- more than :data:`MAX_IMAGE_PIXELS` pixels in a PIL image -> :class:`RequestError` before any
+  pixel is read (image files are refused at the same size, see :mod:`siglip2_dense.data.image_io`).
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from siglip2_dense.errors import RequestError
+from siglip2_dense.errors import DataError, RequestError
 
-_MAX_INPUT_PIXELS = 200_000_000
+MAX_IMAGE_PIXELS = 178_956_970
+"""The most pixels an image may have: PIL's decompression-bomb limit (2 x ``Image.MAX_IMAGE_PIXELS``)."""
 
 
 def _pil_to_array(image: Image.Image) -> np.ndarray:
@@ -65,12 +69,17 @@ def to_rgb_uint8(image: Any, where: str = "image") -> np.ndarray:
             channels, empty, non-finite floats).
     """
     if isinstance(image, Image.Image):
-        if image.width * image.height > _MAX_INPUT_PIXELS:
+        if image.width * image.height > MAX_IMAGE_PIXELS:
             raise RequestError(
-                f"{where}: {image.width}x{image.height} pixels is more than {_MAX_INPUT_PIXELS}; "
+                f"{where}: {image.width}x{image.height} pixels is more than {MAX_IMAGE_PIXELS}; "
                 "downscale the image before passing it"
             )
-        array = _pil_to_array(image)
+        try:
+            array = _pil_to_array(image)
+        except OSError as error:  # PIL decodes lazily: a truncated file fails here
+            source = f" (file {image.filename})" if getattr(image, "filename", "") else ""
+            raise DataError(f"{where}{source}: cannot read its pixels: {error}; the file is truncated or "
+                            "corrupt, replace it with a complete copy") from None
     elif isinstance(image, torch.Tensor):
         array = image.detach().cpu().numpy()
     elif isinstance(image, np.ndarray):

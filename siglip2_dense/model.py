@@ -46,6 +46,11 @@ HEAD_WEIGHTS_FILE = "head.safetensors"
 BACKBONE_WEIGHTS_FILE = "backbone.safetensors"
 FORMAT_NAME = "siglip2-dense/dense-model"
 FORMAT_VERSION = 1
+REQUIRED_CONFIG_KEYS = {
+    "backbone": ("name_or_path", "layers", "norm", "freeze", "tune_last_blocks"),
+    "head": ("name", "config"),
+    "weights": ("head",),
+}
 
 
 class DenseModel(nn.Module):
@@ -248,6 +253,11 @@ def read_dense_model_config(directory: str | os.PathLike) -> dict[str, Any]:
     missing = [k for k in ("backbone", "head", "weights") if not isinstance(config.get(k), dict)]
     if missing:
         raise CheckpointError(f"{path} lacks the sections {missing}")
+    missing = [f"{section}.{key}" for section, keys in REQUIRED_CONFIG_KEYS.items() for key in keys
+               if key not in config[section]]
+    if missing:
+        raise CheckpointError(f"{path} lacks the keys {missing}; it was edited or written by another tool, "
+                              "save the model again with DenseModel.save_pretrained")
     return config
 
 
@@ -261,7 +271,8 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"cannot read {path}: {error}") from error
+        raise CheckpointError(f"cannot read {path}: {error}; the file is corrupt or truncated, "
+                              "write it again (or resume from another checkpoint)") from error
 
 
 def check_keys_and_shapes(saved: dict[str, torch.Tensor], expected: dict[str, torch.Size], what: str) -> None:

@@ -27,6 +27,7 @@ from importlib import resources
 from pathlib import Path
 
 from siglip2_dense.errors import MissingFileError, RequestError
+from siglip2_dense.text_files import read_text_file
 
 SINGLE_TEMPLATE = "This is a photo of {}."
 TEMPLATE_SETS = ("single", "imagenet80")
@@ -146,7 +147,7 @@ def read_label_file(path: str | Path) -> list[str]:
     """
     candidate = Path(path).expanduser()
     if candidate.is_file():
-        text = candidate.read_text(encoding="utf-8")
+        text = read_text_file(candidate, "label file")
     elif not candidate.suffix and resources.files("siglip2_dense").joinpath("assets", f"{path}.txt").is_file():
         text = _packaged_text(f"{path}.txt")
     else:

@@ -17,6 +17,7 @@ checkpoint.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections import OrderedDict
@@ -27,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 
 from siglip2_dense.checkpoint_files import files_fingerprint, read_tensor, tokenizer_files, weight_files
@@ -36,6 +38,8 @@ from siglip2_dense.errors import CheckpointError, RequestError
 from siglip2_dense.prompts import canonicalize_text, fill_templates, parse_labels, resolve_templates
 
 __all__ = ["LabelEmbeddings", "TextEncoder", "max_over_synonyms"]
+
+logger = logging.getLogger(__name__)
 
 MAX_TEXT_LENGTH = 64
 CACHE_FORMAT = 1
@@ -155,6 +159,9 @@ class TextEncoder(nn.Module):
                 text_model, info = model_class.from_pretrained(path, dtype=dtype, output_loading_info=True)
         except (OSError, ValueError) as error:
             raise CheckpointError(f"cannot load the text tower of {name_or_path!r}: {error}") from error
+        except SafetensorError as error:
+            raise CheckpointError(f"cannot load the text tower of {name_or_path!r}: its weight file is corrupt or "
+                                  f"truncated ({error}); download or save the checkpoint again") from error
         if info.get("missing_keys"):
             raise CheckpointError(f"checkpoint {name_or_path!r} lacks text-tower weights: {sorted(info['missing_keys'])}")
         try:
@@ -185,9 +192,15 @@ class TextEncoder(nn.Module):
         return int(self.text_model.head.out_features)
 
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
-        """``input_ids [N, max_length]``: padded to 64 tokens, longer prompts truncated."""
+        """``input_ids [N, max_length]``: padded to 64 tokens; longer prompts are cut to 64 (as SigLIP was
+        trained), with a logged warning naming each one."""
+        prompts = list(prompts)
+        for prompt, ids in zip(prompts, self.tokenizer(prompts)["input_ids"]):
+            if len(ids) > self.max_length:
+                logger.warning("prompt %r is %d tokens long; the text tower reads its first %d, the rest is ignored",
+                               prompt if len(prompt) <= 80 else prompt[:77] + "...", len(ids), self.max_length)
         encoded = self.tokenizer(
-            list(prompts), padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt"
+            prompts, padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt"
         )
         return encoded["input_ids"]
 

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from siglip2_dense.data.image_io import IMAGE_SUFFIXES, read_label_map, read_rgb
 from siglip2_dense.errors import DataError, MissingFileError, RequestError
+from siglip2_dense.text_files import read_text_file
 
 
 def read_class_names(path: str | os.PathLike) -> tuple[str, ...]:
@@ -29,7 +30,8 @@ def read_class_names(path: str | os.PathLike) -> tuple[str, ...]:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"class names file not found: {path} (expected one class name per line)")
-    names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    text = read_text_file(path, "class names file")
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
     if not names:
         raise DataError(f"class names file {path} is empty; expected one class name per line")
     return names

@@ -3,20 +3,34 @@
 Everything here works in RGB (OpenCV's BGR order never leaves this file). Writers go through a
 temporary file in the same folder and ``os.replace``, so a crash never leaves half a file behind
 under the final name.
+
+Reading is OpenCV's, after a look at the file's header (PIL reads only the header): a file of more
+than :data:`~siglip2_dense.image_input.MAX_IMAGE_PIXELS` pixels is refused before it is decoded
+(a decompression bomb), and a file that cannot be decoded raises :class:`DataError` saying whether it
+is empty, not an image, or an image that is truncated or corrupt. :func:`read_rgb` converts pixel
+values by the rules of :func:`~siglip2_dense.image_input.to_rgb_uint8` (16-bit / 257, grey to three
+channels, alpha dropped); CMYK files go through PIL's conversion. Data sets read pixels as stored:
+their label maps are drawn on the stored pixels, so EXIF orientation is applied only on request
+(``apply_exif_orientation=True``, for a user's photos, as the command-line tools do).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
-from siglip2_dense.errors import DataError, MissingFileError
+from siglip2_dense.errors import DataError, MissingFileError, RequestError
+from siglip2_dense.image_input import MAX_IMAGE_PIXELS, to_rgb_uint8
 
 
 def _read_umask() -> int:
@@ -29,16 +43,46 @@ _UMASK = _read_umask()
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read a colour image file as ``[H, W, 3]`` uint8 RGB (grey images are expanded to 3 channels)."""
-    image = read_unchanged(path)
-    if image.dtype != np.uint8:
-        raise DataError(f"image {path} has dtype {image.dtype}; expected an 8-bit image")
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header says (read by PIL without decoding the pixels)."""
+
+    format: str
+    mode: str
+    width: int
+    height: int
+    orientation: int
+    """The EXIF orientation tag, 1 (as stored) to 8."""
+
+
+def read_rgb(path: str | os.PathLike, apply_exif_orientation: bool = False) -> np.ndarray:
+    """Read a colour image file as ``[H, W, 3]`` uint8 RGB.
+
+    Grey images are repeated in three channels, alpha is dropped, 16-bit values are divided by 257
+    and float values in [0, 1] scaled by 255 (the rules of :func:`~siglip2_dense.image_input.to_rgb_uint8`);
+    CMYK files are converted by PIL.
+
+    Args:
+        apply_exif_orientation: turn the pixels as the file's EXIF orientation tag says (a photo as
+            a viewer shows it); False keeps them as stored, as a data set's label maps expect.
+
+    Raises:
+        MissingFileError: no such file. DataError: the file is empty, not an image, truncated or
+            corrupt, larger than ``MAX_IMAGE_PIXELS``, or holds non-finite float values.
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    header = read_header(path, data, with_orientation=apply_exif_orientation)
+    rotated = apply_exif_orientation and header is not None and header.orientation != 1
+    if header is not None and (header.mode == "CMYK" or rotated):
+        return _decode_with_pil(path, data, apply_exif_orientation)
+    image = _decode(path, data, header)
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    try:
+        return to_rgb_uint8(image, where=f"image {path}")
+    except RequestError as error:
+        raise DataError(str(error)) from None
 
 
 def read_label_map(path: str | os.PathLike) -> np.ndarray:
@@ -54,16 +98,77 @@ def read_label_map(path: str | os.PathLike) -> np.ndarray:
 
 
 def read_unchanged(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file as stored: ``[H, W]`` or ``[H, W, C]``, uint8 or uint16, OpenCV channel order."""
+    """Decode an image file as stored: ``[H, W]`` or ``[H, W, C]``, uint8 or uint16, OpenCV channel order.
+
+    Raises:
+        MissingFileError: no such file. DataError: the file is empty, not an image, truncated or
+            corrupt, or larger than ``MAX_IMAGE_PIXELS``.
+    """
     path = Path(path)
+    data = _read_bytes(path)
+    return _decode(path, data, read_header(path, data))
+
+
+def read_header(path: Path, data: bytes, with_orientation: bool = False) -> ImageHeader | None:
+    """The header of the image file ``data`` (the bytes of ``path``), or None when PIL does not know the format.
+
+    Raises:
+        DataError: the header declares more than ``MAX_IMAGE_PIXELS`` pixels.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as probe:
+                width, height = probe.size
+                orientation = int(probe.getexif().get(0x0112, 1)) if with_orientation else 1
+                header = ImageHeader(str(probe.format), probe.mode, width, height, orientation)
+    except Image.DecompressionBombError as error:
+        raise DataError(f"image {path} is too large to decode: {error} Downscale it below "
+                        f"{MAX_IMAGE_PIXELS} pixels") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None  # not a format PIL knows (or a broken header): OpenCV decides
+    if width * height > MAX_IMAGE_PIXELS:
+        raise DataError(f"image {path} is {width}x{height} = {width * height} pixels, more than the "
+                        f"{MAX_IMAGE_PIXELS} that are decoded; downscale it")
+    return header
+
+
+def _read_bytes(path: Path) -> bytes:
     if not path.is_file():
         raise MissingFileError(f"file not found: {path}")
-    # imdecode(fromfile) instead of imread: works with any path characters on every platform.
-    data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    data = path.read_bytes()
+    if not data:
+        raise DataError(f"image file {path} is empty (0 bytes); replace it with the image it should hold")
+    return data
+
+
+def _decode(path: Path, data: bytes, header: ImageHeader | None) -> np.ndarray:
+    # imdecode(bytes) instead of imread: works with any path characters on every platform
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as error:
+        first_line = str(error).strip().splitlines()[-1]
+        raise DataError(f"cannot decode {path}: OpenCV refuses it ({first_line})") from None
     if image is None:
-        raise DataError(f"cannot decode {path}: not a readable image file")
+        if header is None:
+            raise DataError(f"cannot decode {path}: not an image file (it starts with {data[:8]!r}, which no "
+                            "image format does); replace it with the image or remove it")
+        raise DataError(f"cannot decode {path}: a {header.format} file that is truncated or corrupt "
+                        f"({len(data)} bytes); replace it with a complete copy")
     return image
+
+
+def _decode_with_pil(path: Path, data: bytes, apply_exif_orientation: bool) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            if apply_exif_orientation:
+                return to_rgb_uint8(image, where=f"image {path}")
+            return np.asarray(image.convert("RGB"))
+    except RequestError as error:
+        raise DataError(str(error)) from None
+    except OSError as error:
+        raise DataError(f"cannot decode {path}: {error}; replace it with a complete copy") from None
 
 
 def write_rgb(path: str | os.PathLike, image: np.ndarray, jpeg_quality: int = 95) -> None:

@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 
 from siglip2_dense.data.image_io import read_rgb, read_unchanged
 from siglip2_dense.errors import DataError, MissingFileError, RequestError
+from siglip2_dense.text_files import read_text_file
 
 NYU_SPLITS = ("train", "test")
 NYU_LAYOUTS = ("bts", "mat")
@@ -105,7 +106,7 @@ class NYUv2Dataset(Dataset):
 
     def _load_mat(self, index: int) -> dict[str, Any]:
         if self._mat is None:  # opened lazily, once per process (DataLoader workers each get their own)
-            self._mat = h5py.File(self.mat_file, "r")
+            self._mat = open_hdf5(self.mat_file)
         matlab_index = int(self.indices[index])
         image = np.ascontiguousarray(self._mat["images"][matlab_index - 1].transpose(2, 1, 0))
         depth = np.ascontiguousarray(self._mat["depths"][matlab_index - 1].T, dtype=np.float32)
@@ -140,7 +141,7 @@ def _read_bts_list(list_file: Path, data_dir: Path) -> list[tuple[Path, Path]]:
             f"NYUv2 data folder not found: {data_dir} (pass data_path= if it lives elsewhere)"
         )
     samples = []
-    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text_file(list_file, "NYUv2 file list").splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -160,7 +161,7 @@ def _check_labeled_mat(mat_file: Path) -> int:
         raise MissingFileError(f"NYUv2 labeled file not found: {mat_file}")
     if not h5py.is_hdf5(mat_file):
         raise DataError(f"{mat_file} is not an HDF5 (MATLAB v7.3) file; expected nyu_depth_v2_labeled.mat")
-    with h5py.File(mat_file, "r") as mat:
+    with open_hdf5(mat_file) as mat:
         missing = [key for key in ("images", "depths") if key not in mat]
         if missing:
             raise DataError(
@@ -202,13 +203,24 @@ def _read_split_indices(splits_file: Path, split: str, count: int) -> np.ndarray
 def _load_mat_arrays(path: Path) -> dict[str, np.ndarray]:
     """Read the arrays of a MATLAB file: v5 through scipy.io.loadmat, v7.3 (HDF5) through h5py."""
     if h5py.is_hdf5(path):
-        with h5py.File(path, "r") as mat:
+        with open_hdf5(path) as mat:
             return {key: mat[key][()] for key in mat if isinstance(mat[key], h5py.Dataset)}
     try:
         from scipy.io import loadmat
+        from scipy.io.matlab import MatReadError
     except ImportError as error:
         raise DataError(f"{path} is a MATLAB v5 file; reading it needs scipy (pip install scipy)") from error
     try:
         return {key: value for key, value in loadmat(path).items() if not key.startswith("__")}
-    except ValueError as error:
-        raise DataError(f"cannot read {path} as a MATLAB file: {error}") from error
+    except (ValueError, OSError, MatReadError) as error:
+        raise DataError(f"cannot read {path} as a MATLAB file: {error}; it is truncated or not a .mat file, "
+                        "replace it with a complete copy") from error
+
+
+def open_hdf5(path: Path) -> h5py.File:
+    """Open an HDF5 (MATLAB v7.3) file for reading; a truncated or corrupt file raises :class:`DataError`."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        raise DataError(f"cannot open {path} as HDF5 (MATLAB v7.3): {error}; it is truncated or corrupt, "
+                        "replace it with a complete copy") from error
