@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
+
+from siglip2_dense.cli import run_tool
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="experiment YAML (see configs/ and configs/zeroshot/)")
     model = parser.add_mutually_exclusive_group()
@@ -43,32 +44,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--text-cache-dir", default=None,
                         help="zero-shot text-embedding cache (default ~/.cache/siglip2_dense/text)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. data.root=/data/ade")
-    return parser.parse_args(argv)
+    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from siglip2_dense.errors import Siglip2DenseError
+def run(args: argparse.Namespace) -> int:
     from siglip2_dense.evaluate_run import load_eval_config, run_evaluation
 
-    args = parse_args(argv)
-    try:
-        config = load_eval_config(args.config, args.overrides, args.checkpoint, args.open_vocab)
-        result = run_evaluation(
-            config, checkpoint=args.checkpoint, out=args.out, show_dir=args.show_dir, head=args.head,
-            text_cache_dir=args.text_cache_dir, colour_map=args.colour_map, progress=not args.no_progress,
-        )
-    except Siglip2DenseError as error:
-        if args.debug:
-            traceback.print_exc()
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    config = load_eval_config(args.config, args.overrides, args.checkpoint, args.open_vocab)
+    result = run_evaluation(
+        config, checkpoint=args.checkpoint, out=args.out, show_dir=args.show_dir, head=args.head,
+        text_cache_dir=args.text_cache_dir, colour_map=args.colour_map, progress=not args.no_progress,
+    )
     if result.is_main:
         print(result.table, end="")
         print(f"wrote {result.out_dir / 'metrics.json'} and metrics.txt"
               + (f"; pictures in {args.show_dir}" if args.show_dir else ""))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_tool(run, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,14 @@ or "mat"), or FolderSegmentationDataset(<out>/images, <out>/masks, <out>/class_n
 from __future__ import annotations
 
 import argparse
+import sys
 
+from siglip2_dense.cli import run_tool
 from siglip2_dense.data.synthetic import parse_size
 from siglip2_dense.data.write_formats import FORMATS, write_synthetic
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -26,10 +28,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=parse_size, default=(64, 64), help="HxW, e.g. 480x640 (default 64x64)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
     root = write_synthetic(args.format, args.out, args.num, args.seed, args.size)
     print(f"wrote {args.num} {args.format} scenes to {root}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_tool(run, build_parser(), argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

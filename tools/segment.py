@@ -14,6 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from siglip2_dense.cli import run_tool
+
 LABEL_HELP = (
     "labels to segment: ';' separates labels, ',' separates synonyms of one label, e.g. "
     "\"person, people; car; sky\" is three labels (a pixel scores the best of a label's synonyms). "
@@ -21,7 +23,7 @@ LABEL_HELP = (
 )
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     from siglip2_dense.heads.openvocab import VARIANTS
 
     from siglip2_dense.openvocab import DEFAULT_CHECKPOINT, INFERENCE_MODES
@@ -50,44 +52,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stride", type=int, default=341, help="sliding-window step in pixels (default 341)")
     parser.add_argument("--device", default=None, help="cpu (default), cuda, cuda:1, ...")
     parser.add_argument("--cache-dir", default=None, help="text-embedding cache (default ~/.cache/siglip2_dense/text)")
-    return parser.parse_args(argv)
+    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from PIL import Image, ImageOps
-
-    from siglip2_dense.errors import Siglip2DenseError
+def run(args: argparse.Namespace) -> int:
+    from siglip2_dense.data.image_io import read_rgb
+    from siglip2_dense.errors import MissingFileError
     from siglip2_dense.openvocab import OpenVocabSegmenter
     from siglip2_dense.prompts import parse_label_string, read_label_file
 
-    args = parse_args(argv)
-    try:
-        labels = read_label_file(args.labels_file) if args.labels_file else parse_label_string(args.labels)
-        if len(labels) == 1 and "," in labels[0]:
-            print(f"note: one label with synonyms {labels[0]!r}; separate labels with ';'", file=sys.stderr)
-        missing = [str(path) for path in args.images if not path.is_file()]
-        if missing:
-            print(f"error: no such image file(s): {', '.join(missing)}", file=sys.stderr)
-            return 2
-        segmenter = OpenVocabSegmenter.from_pretrained(
-            args.model, variant=args.variant, templates=args.templates, max_num_patches=args.max_num_patches,
-            background_threshold=args.threshold, device=args.device, cache_dir=args.cache_dir,
-            inference=args.inference, crop=(args.crop, args.crop), stride=(args.stride, args.stride),
-        )
-        embedded = segmenter.encode_labels(labels)
-        for path in args.images:
-            with Image.open(path) as opened:
-                image = ImageOps.exif_transpose(opened).convert("RGB")
-            result = segmenter(image, embedded)
-            written = result.save(args.out, stem=path.stem, file_name=path.name)
-            print(f"{path} ({result.size[1]}x{result.size[0]}) -> {written['overlay'].parent}")
-            for label, share in sorted(result.shares().items(), key=lambda item: -item[1]):
-                if share > 0:
-                    print(f"  {100 * share:6.2f}%  {label}")
-    except Siglip2DenseError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    labels = read_label_file(args.labels_file) if args.labels_file else parse_label_string(args.labels)
+    if len(labels) == 1 and "," in labels[0]:
+        print(f"note: one label with synonyms {labels[0]!r}; separate labels with ';'", file=sys.stderr)
+    missing = [str(path) for path in args.images if not path.is_file()]
+    if missing:
+        raise MissingFileError(f"no such image file(s): {', '.join(missing)}")
+    segmenter = OpenVocabSegmenter.from_pretrained(
+        args.model, variant=args.variant, templates=args.templates, max_num_patches=args.max_num_patches,
+        background_threshold=args.threshold, device=args.device, cache_dir=args.cache_dir,
+        inference=args.inference, crop=(args.crop, args.crop), stride=(args.stride, args.stride),
+    )
+    embedded = segmenter.encode_labels(labels)
+    for path in args.images:
+        result = segmenter(read_rgb(path, apply_exif_orientation=True), embedded)
+        written = result.save(args.out, stem=path.stem, file_name=path.name)
+        print(f"{path} ({result.size[1]}x{result.size[0]}) -> {written['overlay'].parent}")
+        for label, share in sorted(result.shares().items(), key=lambda item: -item[1]):
+            if share > 0:
+                print(f"  {100 * share:6.2f}%  {label}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_tool(run, build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -24,27 +24,29 @@ import argparse
 import json
 import sys
 
+from siglip2_dense.cli import run_tool
 from siglip2_dense.config import load_config
 from siglip2_dense.engine import train
-from siglip2_dense.errors import Siglip2DenseError
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="experiment YAML (see configs/)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=1e-4")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + (["train.resume=auto"] if args.resume else [])
-    try:
-        config = load_config(args.config, overrides)
-        result = train(config)
-    except Siglip2DenseError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    result = train(load_config(args.config, overrides))
     if result["best"] is not None:
         print(json.dumps({"best": result["best"], "output_dir": result["output_dir"]}))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_tool(run, build_parser(), argv)
 
 
 if __name__ == "__main__":

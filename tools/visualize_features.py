@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import traceback
 from pathlib import Path
+
+from siglip2_dense.cli import run_tool
 
 DEFAULT_MODEL = "google/siglip2-base-patch16-naflex"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("image", type=Path, help="an image file")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"checkpoint, hub id or folder (default {DEFAULT_MODEL})")
@@ -27,30 +28,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-num-patches", type=int, default=None, help="NaFlex patch budget (default: the model's)")
     parser.add_argument("--layer", type=int, default=-1, help="block index, negative from the end (default -1)")
     parser.add_argument("--device", default=None, help="cpu (default), cuda, ...")
-    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
-    return parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from siglip2_dense.backbone import load_backbone
+    from siglip2_dense.data.image_io import read_rgb, write_rgb
+    from siglip2_dense.feature_pca import feature_pca_picture
+
+    out = args.out if args.out is not None else Path(f"{args.image.stem}_pca.png")
+    image = read_rgb(args.image, apply_exif_orientation=True)
+    backbone = load_backbone(args.model, layers=[args.layer], norm=True, device=args.device)
+    picture = feature_pca_picture(backbone, image, max_num_patches=args.max_num_patches)
+    write_rgb(out, picture)
+    print(f"{args.image} ({image.shape[0]}x{image.shape[1]}) -> {out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from siglip2_dense.backbone import load_backbone
-    from siglip2_dense.data.image_io import read_rgb, write_rgb
-    from siglip2_dense.errors import Siglip2DenseError
-    from siglip2_dense.feature_pca import feature_pca_picture
-
-    args = parse_args(argv)
-    out = args.out if args.out is not None else Path(f"{args.image.stem}_pca.png")
-    try:
-        image = read_rgb(args.image)
-        backbone = load_backbone(args.model, layers=[args.layer], norm=True, device=args.device)
-        picture = feature_pca_picture(backbone, image, max_num_patches=args.max_num_patches)
-        write_rgb(out, picture)
-    except Siglip2DenseError as error:
-        if args.debug:
-            traceback.print_exc()
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"{args.image} ({image.shape[0]}x{image.shape[1]}) -> {out}")
-    return 0
+    return run_tool(run, build_parser(), argv)
 
 
 if __name__ == "__main__":
