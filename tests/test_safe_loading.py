@@ -1,5 +1,6 @@
 """The loading rules, checked on the source: safetensors for weights, weights_only torch.load,
-no trust_remote_code, safe YAML, no pickle, no strict=False that hides missing keys."""
+no trust_remote_code, safe YAML, no pickle (not even imported under another name), no strict=False
+that hides missing keys."""
 
 from __future__ import annotations
 
@@ -38,9 +39,28 @@ def keyword(node: ast.Call, name: str):
     return None
 
 
+UNPICKLING_MODULES = ("pickle", "cPickle", "dill", "cloudpickle", "joblib", "shelve", "marshal")
+
+
+def unsafe_imports(tree: ast.AST) -> list[tuple[int, str]]:
+    """Imports that unpickle under another name (``import pickle as p``, ``from torch import load``)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] in UNPICKLING_MODULES]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module.split(".")[0] in UNPICKLING_MODULES:
+                found.append((node.lineno, node.module))
+            elif node.module in ("torch", "torch.serialization") and any(a.name == "load" for a in node.names):
+                found.append((node.lineno, f"{node.module}.load"))
+    return found
+
+
 def violations(path: Path) -> list[str]:
     found = []
     tree = ast.parse(path.read_text(), filename=str(path))
+    for line, name in unsafe_imports(tree):
+        found.append(f"{path.relative_to(ROOT)}:{line}: imports {name}, which can unpickle arbitrary objects")
     for node in calls(tree):
         name = call_name(node)
         where = f"{path.relative_to(ROOT)}:{node.lineno}"
@@ -90,6 +110,8 @@ def test_the_scan_catches_each_rule(tmp_path):
         "pickle.load(open('x', 'rb'))\n"
         "model.load_state_dict(sd, strict=False)\n"
         "torch.save(model.state_dict(), 'w.pt')\n"
+        "import dill as d\n"
+        "from torch import load\n"
     )
     global ROOT
     saved, ROOT = ROOT, tmp_path
@@ -97,4 +119,4 @@ def test_the_scan_catches_each_rule(tmp_path):
         found = violations(bad)
     finally:
         ROOT = saved
-    assert len(found) == 7, found
+    assert len(found) == 10, found  # 7 calls, and the imports of pickle, dill and torch.load
