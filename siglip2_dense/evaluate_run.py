@@ -38,7 +38,7 @@ from siglip2_dense.build import (
 )
 from siglip2_dense.config import ExperimentConfig, load_config, output_dir
 from siglip2_dense.dataset_labels import dataset_class_names, dataset_palette, names_for_table
-from siglip2_dense.distributed import ProcessContext, close_processes, init_processes
+from siglip2_dense.distributed import ProcessContext, close_processes, init_processes, raise_if_lost_process
 from siglip2_dense.errors import RequestError
 from siglip2_dense.eval_checkpoint import checkpoint_backbone, load_model_for_evaluation
 from siglip2_dense.evaluation_loop import PixelPredictor, evaluate_images, from_scores
@@ -162,6 +162,9 @@ def run_evaluation(
     context = init_processes(resolve_training_device(config.train.device))
     try:
         return _run(config, context, checkpoint, out, show_dir, head, text_cache_dir, colour_map, progress)
+    except Exception as error:
+        raise_if_lost_process(error, context)
+        raise
     finally:
         close_processes(context)
 
