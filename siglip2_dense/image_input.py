@@ -37,7 +37,7 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
         return np.asarray(image, dtype=np.float32)
     if image.mode != "RGB":
         image = image.convert("RGB")
-    return np.asarray(image)
+    return np.array(image)  # a writable copy: PIL's buffer is read-only
 
 
 def _to_uint8(array: np.ndarray, where: str) -> np.ndarray:

@@ -263,11 +263,11 @@ def naflex(tiny_naflex_dir):
 
 def test_preprocess_converts_pil_modes_exactly_as_pil(naflex):
     image = Image.fromarray(photo(16, 24))
-    reference = naflex.preprocess([np.asarray(image.convert("CMYK").convert("RGB"))])
+    reference = naflex.preprocess([np.array(image.convert("CMYK").convert("RGB"))])
     assert torch.equal(naflex.preprocess([image.convert("CMYK")])["pixel_values"], reference["pixel_values"])
     palette = image.convert("P")
     assert torch.equal(naflex.preprocess([palette])["pixel_values"],
-                       naflex.preprocess([np.asarray(palette.convert("RGB"))])["pixel_values"])
+                       naflex.preprocess([np.array(palette.convert("RGB"))])["pixel_values"])
 
 
 def test_preprocess_sixteen_bit_and_float_arrays_follow_the_documented_rules(naflex):

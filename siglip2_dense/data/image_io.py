@@ -164,7 +164,7 @@ def _decode_with_pil(path: Path, data: bytes, apply_exif_orientation: bool) -> n
             image.load()
             if apply_exif_orientation:
                 return to_rgb_uint8(image, where=f"image {path}")
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))
     except RequestError as error:
         raise DataError(str(error)) from None
     except OSError as error:
