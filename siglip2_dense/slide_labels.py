@@ -3,14 +3,15 @@
 mmsegmentation's ``slide_inference`` followed by the resize to the label map and the argmax holds
 ``K`` full-resolution score maps several times over (the upsampled windows, their sum, the
 normalised sum, the resized result): for ADE20K's 150 classes at 512x683 that is 210 MB per copy,
-and on a CPU the first touch of every such fresh buffer costs as much as the arithmetic (1.2 s
-of post-processing per ADE20K image on one core, against 0.6 s here).
+and on a CPU the first touch of every such fresh buffer costs as much as the arithmetic.
 
 Every step before the argmax works on each class alone (bilinear resizing, summing windows,
 dividing by the window count), so here the model runs once per window and the windows' patch-grid
-outputs are kept (small); then the classes go through :func:`~siglip2_dense.inference.slide_window`
-and the resize a chunk at a time (buffers of ``chunk_bytes``), and a running maximum keeps the best
-class per pixel (the first on ties, as ``argmax``). The labels are those of the full computation.
+outputs are kept (small); then the classes go through the arithmetic of
+:func:`~siglip2_dense.inference.slide_window` (windows added into a buffer, divided by the number
+of windows over each pixel) and the resize a chunk at a time, in buffers of ``chunk_bytes`` that the
+allocator reuses, and a running maximum keeps the best class per pixel (the first on ties, as
+``argmax``). The labels are those of the full computation (the tests compare them).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from torch import nn
 
 from siglip2_dense.evaluation_loop import check_output_channels
 from siglip2_dense.grid_to_pixels import outputs_to_pixels, tensor_to_images
-from siglip2_dense.inference import slide_window, slide_window_boxes
+from siglip2_dense.inference import slide_window_boxes
 
-CHUNK_BYTES = 4 * 2**20  # a few classes of a 512x683 image per chunk: buffers stay in the allocator's heap, not fresh pages
+# ~17 classes of a 512x683 image per chunk: buffers under glibc's largest mmap threshold (32 MiB), so
+# they come back from the heap instead of fresh pages, and few enough operations per image
+CHUNK_BYTES = 24 * 2**20
 
 
 def merge_argmax(
@@ -84,24 +87,26 @@ def slide_window_labels(
     backbone = model.backbone
     device = next(model.parameters()).device
     tensor = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float()
+    height, width = tensor.shape[-2:]
     size = (int(size[0]), int(size[1]))
+    boxes = slide_window_boxes(height, width, crop, stride)
     windows = window_outputs(model, tensor, crop, stride, max_num_patches)
     check_output_channels(windows[0][0][0], "segmentation", num_classes)
     num_classes = int(windows[0][0].shape[1])
-    pixels = max(tensor.shape[-2] * tensor.shape[-1], size[0] * size[1])
-    per_chunk = max(1, chunk_bytes // (4 * pixels))
+    count = torch.zeros(1, 1, height, width, device=device)
+    for y1, y2, x1, x2 in boxes:
+        count[:, :, y1:y2, x1:x2] += 1
+    per_chunk = max(1, chunk_bytes // (4 * max(height * width, size[0] * size[1])))
     best = labels = None
     for start in range(0, num_classes, per_chunk):
         stop = min(start + per_chunk, num_classes)
-        pending = iter(windows)
-
-        def chunk_pixels(view: torch.Tensor, start: int = start, stop: int = stop, pending=pending) -> torch.Tensor:
-            outputs, shapes, window_size = next(pending)  # slide_window visits the windows in the same order
-            return outputs_to_pixels(outputs[:, start:stop], shapes, window_size, backbone.patch_size,
-                                     backbone.is_naflex)
-
-        scores = slide_window(chunk_pixels, tensor, crop, stride)[0]
+        summed = torch.zeros(1, stop - start, height, width, device=device)
+        for (outputs, shapes, window_size), (y1, y2, x1, x2) in zip(windows, boxes):
+            summed[:, :, y1:y2, x1:x2] += outputs_to_pixels(
+                outputs[:, start:stop], shapes, window_size, backbone.patch_size, backbone.is_naflex
+            )
+        scores = summed.div_(count)[0]
         if tuple(scores.shape[-2:]) != size:
-            scores = F.interpolate(scores[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+            scores = F.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
         best, labels = merge_argmax(best, labels, scores, start)
     return labels
