@@ -27,7 +27,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from siglip2_dense.errors import DataError, MissingFileError, RequestError
 from siglip2_dense.image_input import MAX_IMAGE_PIXELS, to_rgb_uint8
@@ -120,17 +120,26 @@ def read_header(path: Path, data: bytes, with_orientation: bool = False) -> Imag
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as probe:
                 width, height = probe.size
-                orientation = int(probe.getexif().get(0x0112, 1)) if with_orientation else 1
+                orientation = _exif_orientation(probe) if with_orientation else 1
                 header = ImageHeader(str(probe.format), probe.mode, width, height, orientation)
     except Image.DecompressionBombError as error:
         raise DataError(f"image {path} is too large to decode: {error} Downscale it below "
                         f"{MAX_IMAGE_PIXELS} pixels") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return None  # not a format PIL knows (or a broken header): OpenCV decides
+    except Exception:  # not a format PIL knows, or a header its parser chokes on: OpenCV decides
+        return None
     if width * height > MAX_IMAGE_PIXELS:
         raise DataError(f"image {path} is {width}x{height} = {width * height} pixels, more than the "
                         f"{MAX_IMAGE_PIXELS} that are decoded; downscale it")
     return header
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1..8), 1 when it is absent or unreadable (broken metadata never stops a read)."""
+    try:
+        value = int(image.getexif().get(0x0112, 1))
+    except Exception:  # PIL's EXIF parser raises many kinds of error on damaged metadata
+        return 1
+    return value if 1 <= value <= 8 else 1
 
 
 def _read_bytes(path: Path) -> bytes:
