@@ -95,6 +95,7 @@ def default_out_dir(config: ExperimentConfig, checkpoint: str | Path | None) -> 
 
 
 def uses_tta(config: ExperimentConfig) -> bool:
+    """Whether ``config.eval`` asks for flip or multi-scale test-time augmentation."""
     return bool(config.eval.flip) or list(config.eval.scales) != [1.0]
 
 
