@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from siglip2_dense.text_files import read_text_file
+
 CLASS_NAMES_FILE = "class_names.txt"
 GOLDEN_RATIO_CONJUGATE = 0.618033988749895
 
@@ -24,7 +26,8 @@ def read_root_class_names(root: str | Path) -> tuple[str, ...] | None:
     path = Path(root) / CLASS_NAMES_FILE
     if not path.is_file():
         return None
-    names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    text = read_text_file(path, "class names file")
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
     return names or None
 
 

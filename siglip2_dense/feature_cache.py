@@ -34,7 +34,7 @@ from siglip2_dense.config import ExperimentConfig
 from siglip2_dense.data.collate import collate_padded
 from siglip2_dense.data_order import SeededViews
 from siglip2_dense.distributed import ProcessContext, barrier
-from siglip2_dense.errors import ConfigError
+from siglip2_dense.errors import ConfigError, DataError
 from siglip2_dense.features import DenseFeatures, grid_mask
 
 FORMAT_VERSION = 1
@@ -109,7 +109,11 @@ class CachedFeatures(Dataset):
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
-        self.manifest = json.loads((self.directory / MANIFEST).read_text(encoding="utf-8"))
+        try:
+            self.manifest = json.loads((self.directory / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise DataError(f"the feature cache {self.directory} is corrupt ({MANIFEST}: {error}); delete that folder "
+                            "and the run computes the features again") from error
         self.storage_dtype = self.manifest["inputs"]["storage_dtype"]
         self._arrays: dict[str, np.ndarray] | None = None
 

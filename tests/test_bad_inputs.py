@@ -447,6 +447,14 @@ def test_step_checkpoint_with_corrupt_files_of_the_right_size(naflex, tmp_path):
         (directory / name).write_bytes(original)
 
 
+def test_feature_cache_with_a_torn_manifest(tmp_path):
+    from siglip2_dense.feature_cache import MANIFEST, CachedFeatures
+
+    (tmp_path / MANIFEST).write_text('{"inputs": {"storage_dtype": "float')
+    with pytest.raises(DataError, match=rf"the feature cache {tmp_path} is corrupt .*delete that folder"):
+        CachedFeatures(tmp_path)
+
+
 # --- the command-line tools: one line, exit code 2 ------------------------------------------------
 
 
