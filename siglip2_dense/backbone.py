@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
+from siglip2_dense.block_tuning import BlockTuning
 from siglip2_dense.device_defaults import default_dtype, resolve_device
 from siglip2_dense.errors import CheckpointError, MissingFileError, RequestError
 from siglip2_dense.features import DenseFeatures, grid_mask, tokens_to_grid
@@ -41,7 +42,7 @@ def _masked_map_pool(head: nn.Module, tokens: torch.Tensor, token_mask: torch.Te
     return pooled[:, 0]
 
 
-class Backbone(nn.Module):
+class Backbone(BlockTuning):
     """A SigLIP (FixRes) or SigLIP2 (NaFlex) vision tower that returns :class:`DenseFeatures`.
 
     Args:
@@ -83,45 +84,9 @@ class Backbone(nn.Module):
         self.norm = bool(norm)
         self.name_or_path = name_or_path
         self.has_pooling_head = bool(getattr(vision_model, "use_head", False))
-        if not 0 <= tune_last_blocks <= self.num_blocks:
-            raise RequestError(f"tune_last_blocks={tune_last_blocks}: expected 0..{self.num_blocks}")
-        self.first_tuned_block = 0 if not freeze else self.num_blocks - tune_last_blocks
-        self._set_trainable()
-
-    # --- training state -------------------------------------------------------------------
-    @property
-    def frozen(self) -> bool:
-        """True when no parameter of the tower is tuned."""
-        return self.first_tuned_block >= self.num_blocks
-
-    @property
-    def tuned(self) -> bool:
-        """True when at least part of the tower is tuned (its weights belong in a checkpoint)."""
-        return not self.frozen
-
-    def _set_trainable(self) -> None:
-        vm = self.vision_model
-        for p in vm.parameters():
-            p.requires_grad_(self.first_tuned_block == 0)
-        if 0 < self.first_tuned_block < self.num_blocks:
-            for block in vm.encoder.layers[self.first_tuned_block :]:
-                block.requires_grad_(True)
-            vm.post_layernorm.requires_grad_(True)
-            if self.has_pooling_head:
-                vm.head.requires_grad_(True)
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> Backbone:
-        """Frozen blocks stay in eval mode whatever ``mode`` is; tuned ones follow it."""
-        super().train(mode)
-        if self.first_tuned_block > 0:
-            vm = self.vision_model
-            vm.embeddings.eval()
-            for block in vm.encoder.layers[: self.first_tuned_block]:
-                block.eval()
-            if self.frozen:
-                vm.eval()
-        return self
+        tail = [vision_model.post_layernorm] + ([vision_model.head] if self.has_pooling_head else [])
+        self.configure_tuning(freeze, tune_last_blocks, tower=vision_model, stem=[vision_model.embeddings],
+                              blocks=vision_model.encoder.layers, tail=tail)
 
     # --- preprocessing --------------------------------------------------------------------
     def preprocess(

@@ -15,13 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from siglip2_dense.block_tuning import BlockTuning
 from siglip2_dense.errors import CheckpointError, RequestError
 from siglip2_dense.features import DenseFeatures, grid_mask
 from siglip2_dense.layer_indices import resolve_layer_indices
 from siglip2_dense.siglip_preprocess import images_to_arrays
 
 
-class TimmBackbone(nn.Module):
+class TimmBackbone(BlockTuning):
     """A timm Vision Transformer returning :class:`DenseFeatures`.
 
     Args:
@@ -56,16 +57,15 @@ class TimmBackbone(nn.Module):
         data_config = model.pretrained_cfg
         self.register_buffer("mean", torch.tensor(data_config.get("mean", (0.5, 0.5, 0.5))).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(data_config.get("std", (0.5, 0.5, 0.5))).view(1, 3, 1, 1), False)
-        if not 0 <= tune_last_blocks <= self.num_blocks:
-            raise RequestError(f"tune_last_blocks={tune_last_blocks}: expected 0..{self.num_blocks}")
-        self.first_tuned_block = 0 if not freeze else self.num_blocks - tune_last_blocks
-        for p in model.parameters():
-            p.requires_grad_(self.first_tuned_block == 0)
-        if 0 < self.first_tuned_block < self.num_blocks:
-            for block in model.blocks[self.first_tuned_block :]:
-                block.requires_grad_(True)
-            model.norm.requires_grad_(True)
-        self.train(False)
+        blocks = list(model.blocks)
+        stem = [m for name, m in model.named_children() if name not in ("blocks", "norm", "fc_norm", "head",
+                                                                        "head_drop", "attn_pool")]
+        tail = [m for name, m in model.named_children() if name in ("norm", "fc_norm", "head", "attn_pool")]
+        self.configure_tuning(freeze, tune_last_blocks, tower=model, stem=stem, blocks=blocks, tail=tail)
+        # parameters that sit on the model itself (cls token, position table) belong to the stem
+        for parameter in model._parameters.values():
+            if parameter is not None:
+                parameter.requires_grad_(self.first_tuned_block == 0)
 
     @classmethod
     def create(
@@ -80,20 +80,6 @@ class TimmBackbone(nn.Module):
         except (RuntimeError, OSError, TypeError) as error:
             raise CheckpointError(f"timm cannot build {name!r}: {error}") from error
         return cls(model, name_or_path=f"timm:{name}", **kwargs).to(device=device, dtype=dtype)
-
-    @property
-    def frozen(self) -> bool:
-        return self.first_tuned_block >= self.num_blocks
-
-    @property
-    def tuned(self) -> bool:
-        return not self.frozen
-
-    def train(self, mode: bool = True) -> TimmBackbone:
-        super().train(mode)
-        if self.frozen:
-            self.model.eval()
-        return self
 
     def preprocess(
         self, images: Any, max_num_patches: int | None = None, size: int | Sequence[int] | None = None
