@@ -37,14 +37,11 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
         values = x.to(torch.float32)
         use_batch_stats = self.training or not self.track_running_stats
         if use_batch_stats:
-            count = weights.sum()
+            mean, var, count = self._batch_statistics(values, weights)
             if count <= 1:
                 raise RequestError(
                     f"MaskedBatchNorm2d in training needs more than one real cell per channel; got {int(count)}"
                 )
-            mean = (values * weights).sum(dim=(0, 2, 3)) / count
-            centred = (values - mean[None, :, None, None]) * weights
-            var = centred.square().sum(dim=(0, 2, 3)) / count
             if self.training and self.track_running_stats:
                 self._update_running_stats(mean, var * count / (count - 1))
         else:
@@ -56,6 +53,15 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
             shift = shift * self.weight.float() + self.bias.float()
         out = values * scale[None, :, None, None] + shift[None, :, None, None]
         return (out * weights).to(x.dtype)
+
+    def _batch_statistics(
+        self, values: torch.Tensor, weights: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean ``[C]``, biased variance ``[C]`` and count ``[]`` of the real cells of ``values [B, C, H, W]``."""
+        count = weights.sum()
+        mean = (values * weights).sum(dim=(0, 2, 3)) / count
+        centred = (values - mean[None, :, None, None]) * weights
+        return mean, centred.square().sum(dim=(0, 2, 3)) / count, count
 
     @torch.no_grad()
     def _update_running_stats(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:

@@ -24,27 +24,22 @@ class SyncMaskedBatchNorm2d(MaskedBatchNorm2d):
     outside training, or alone, it is exactly ``MaskedBatchNorm2d``.
     """
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
-        if not (self.training and self.track_running_stats) or not _is_distributed():
-            return super().forward(x, mask)
-        if mask is None:
-            mask = torch.ones(x.shape[0], *x.shape[2:], dtype=torch.bool, device=x.device)
-        weights = mask[:, None].to(torch.float32)
-        values = x.to(torch.float32)
-        local = torch.cat([(values * weights).sum(dim=(0, 2, 3)), weights.sum().reshape(1)])
-        total = differentiable_sum(local)
+    def _batch_statistics(
+        self, values: torch.Tensor, weights: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean, biased variance and count of the real cells of every process's ``values``.
+
+        Count and sum, then the centred square sum, are summed over processes; gradients flow back
+        through the sums. Only in training with running statistics (every process then takes the
+        same number of steps, so the collectives pair up); otherwise, or alone, the local statistics.
+        """
+        if not (self.training and self.track_running_stats and _is_distributed()):
+            return super()._batch_statistics(values, weights)
+        total = differentiable_sum(torch.cat([(values * weights).sum(dim=(0, 2, 3)), weights.sum().reshape(1)]))
         count = total[-1]
         mean = total[:-1] / count
         centred = (values - mean[None, :, None, None]) * weights
-        var = differentiable_sum(centred.square().sum(dim=(0, 2, 3))) / count
-        self._update_running_stats(mean, var * count / (count - 1))
-        scale = torch.rsqrt(var + self.eps)
-        shift = -mean * scale
-        if self.affine:
-            scale = scale * self.weight.float()
-            shift = shift * self.weight.float() + self.bias.float()
-        out = values * scale[None, :, None, None] + shift[None, :, None, None]
-        return (out * weights).to(x.dtype)
+        return mean, differentiable_sum(centred.square().sum(dim=(0, 2, 3))) / count, count
 
 
 def _is_distributed() -> bool:
