@@ -201,10 +201,12 @@ def _train(config: ExperimentConfig, context: ProcessContext) -> dict[str, Any]:
             window_loss, window_steps, window_seconds = torch.zeros(len(heads), dtype=torch.float64), 0, 0.0
 
         if (tc.val_every and done % tc.val_every == 0) or done == tc.iterations:
+            val_start = time.perf_counter()
             last_metrics = evaluate(grid, val_set, config, device, context.rank, context.world_size, autocast)
             best = update_best(best, last_metrics, entries, done, config, grid, out, context)
             if log is not None:
-                log.write({"step": done, "metrics": [summarise(m) for m in last_metrics], "best": best})
+                log.write({"step": done, "metrics": [summarise(m) for m in last_metrics], "best": best,
+                           "seconds": time.perf_counter() - val_start})
             grid.train()
 
         if (tc.checkpoint_every and done % tc.checkpoint_every == 0) or done == tc.iterations:

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from siglip2_dense.config import ExperimentConfig
 from siglip2_dense.data.collate import collate_padded
 from siglip2_dense.data_order import SeededViews
-from siglip2_dense.distributed import ProcessContext, barrier
+from siglip2_dense.distributed import ProcessContext, barrier, broadcast_object
 from siglip2_dense.errors import ConfigError, DataError
 from siglip2_dense.features import DenseFeatures, grid_mask
 
@@ -94,7 +94,7 @@ def to_storage(tensor: torch.Tensor, dtype_name: str) -> np.ndarray:
 
 def from_storage(array: np.ndarray, dtype_name: str) -> torch.Tensor:
     """The inverse of :func:`to_storage`, as float32."""
-    tensor = torch.from_numpy(np.array(array))
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
     if dtype_name == "bfloat16":
         return tensor.view(torch.int16).view(torch.bfloat16).float()
     return tensor.float()
@@ -103,8 +103,8 @@ def from_storage(array: np.ndarray, dtype_name: str) -> torch.Tensor:
 class CachedFeatures(Dataset):
     """The cached views, indexed by ``(index, epoch)`` keys like :class:`SeededViews` (the epoch is unused).
 
-    Items: ``{"maps": [C_i, h, w] float32 per layer, "grid_size": [2] long, "pooled": [C] or None,
-    "target": [H, W]}``.
+    Items (NumPy, in the storage dtype; :func:`collate_cached` makes float32 tensors): ``{"maps": [C_i, h, w]
+    per layer, "grid_size": [2], "pooled": [C] or None, "target": [H, W], "storage_dtype": str}``.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -130,29 +130,49 @@ class CachedFeatures(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         index = key[0]
         arrays = self._open()
-        maps = [from_storage(arrays[f"layer_{i}"][index], self.storage_dtype) for i in range(self.manifest["num_layers"])]
-        pooled = from_storage(arrays["pooled"][index], self.storage_dtype) if "pooled" in arrays else None
-        return {"maps": maps, "grid_size": torch.from_numpy(np.array(arrays["grid_sizes"][index])).long(),
-                "pooled": pooled, "target": torch.from_numpy(np.array(arrays["targets"][index]))}
+        maps = [np.array(arrays[f"layer_{i}"][index]) for i in range(self.manifest["num_layers"])]
+        return {"maps": maps, "grid_size": np.array(arrays["grid_sizes"][index]),
+                "pooled": np.array(arrays["pooled"][index]) if "pooled" in arrays else None,
+                "target": np.array(arrays["targets"][index]), "storage_dtype": self.storage_dtype}
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_arrays": None}
 
 
 def collate_cached(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Cached items -> ``{"features": DenseFeatures [B, ...], "target": [B, H, W]}``."""
-    grid_sizes = torch.stack([item["grid_size"] for item in items])
-    maps = [torch.stack([item["maps"][i] for item in items]) for i in range(len(items[0]["maps"]))]
-    pooled = torch.stack([item["pooled"] for item in items]) if items[0]["pooled"] is not None else None
+    """Cached items -> ``{"features": DenseFeatures [B, ...] (float32), "target": [B, H, W]}``.
+
+    Stacked with NumPy and converted once per batch (torch's parallel ``stack`` is slow on busy CPUs).
+    """
+    dtype_name = items[0]["storage_dtype"]
+    grid_sizes = torch.from_numpy(np.stack([item["grid_size"] for item in items])).long()
+    maps = [from_storage(np.stack([item["maps"][i] for item in items]), dtype_name) for i in range(len(items[0]["maps"]))]
+    pooled = from_storage(np.stack([item["pooled"] for item in items]), dtype_name) if items[0]["pooled"] is not None else None
     mask = grid_mask(grid_sizes, maps[0].shape[-2], maps[0].shape[-1])
     return {"features": DenseFeatures(maps=maps, mask=mask, grid_sizes=grid_sizes, pooled=pooled),
-            "target": torch.stack([item["target"] for item in items])}
+            "target": torch.from_numpy(np.stack([item["target"] for item in items]))}
 
 
 def _extract(backbone: nn.Module, images: list[np.ndarray], max_num_patches: int | None, autocast: Any) -> DenseFeatures:
     kwargs = {"max_num_patches": max_num_patches} if backbone.is_naflex else {}
     with torch.inference_mode(), autocast():
         return backbone(**backbone.preprocess(images, **kwargs))
+
+
+def allocate_cache_files(
+    directory: Path, count: int, shapes: dict[str, Any], dtype_name: str, target_key: str
+) -> None:
+    """Create the (empty) memory-mapped arrays of a cache of ``count`` views in a fresh ``directory``."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    storage = STORAGE[dtype_name]
+    for i, shape in enumerate(shapes["maps"]):
+        np.lib.format.open_memmap(directory / f"layer_{i}.npy", mode="w+", dtype=storage, shape=(count, *shape))
+    if shapes["pooled"] is not None:
+        np.lib.format.open_memmap(directory / "pooled.npy", mode="w+", dtype=storage, shape=(count, shapes["pooled"]))
+    np.lib.format.open_memmap(directory / "grid_sizes.npy", mode="w+", dtype=np.int64, shape=(count, 2))
+    target_dtype = np.uint8 if target_key == "mask" else np.float32
+    np.lib.format.open_memmap(directory / "targets.npy", mode="w+", dtype=target_dtype, shape=(count, *shapes["target"]))
 
 
 def build_feature_cache(
@@ -182,36 +202,33 @@ def build_feature_cache(
     tmp = directory.with_name(f".{directory.name}.tmp")
     target_key = "mask" if config.task == "segmentation" else "depth"
     count = len(views)
-    first_item = views[(0, 0)]
-    first = _extract(backbone, [first_item["image"]], config.model.max_num_patches, autocast)
-    shapes = {"maps": [tuple(m.shape[1:]) for m in first.maps], "target": tuple(np.asarray(first_item[target_key]).shape)}
-    storage = STORAGE[config.train.feature_cache_dtype]
+    mine = list(range(context.rank, count, context.world_size))
+    loader = DataLoader(views, batch_size=batch_size, sampler=[(k, 0) for k in mine],
+                        num_workers=config.data.num_workers, collate_fn=collate_padded)
+    batches = iter(loader)
+    first = next(batches, None)  # rank 0 always has one: count >= 1
+    first_features = _extract(backbone, list(first["image"].permute(0, 2, 3, 1)), config.model.max_num_patches,
+                              autocast) if first is not None else None
     if context.is_main:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for i, shape in enumerate(shapes["maps"]):
-            np.lib.format.open_memmap(tmp / f"layer_{i}.npy", mode="w+", dtype=storage, shape=(count, *shape))
-        if first.pooled is not None:
-            np.lib.format.open_memmap(tmp / "pooled.npy", mode="w+", dtype=storage, shape=(count, first.pooled.shape[1]))
-        np.lib.format.open_memmap(tmp / "grid_sizes.npy", mode="w+", dtype=np.int64, shape=(count, 2))
-        target_dtype = np.uint8 if target_key == "mask" else np.float32
-        np.lib.format.open_memmap(tmp / "targets.npy", mode="w+", dtype=target_dtype, shape=(count, *shapes["target"]))
+        shapes = {"maps": [tuple(m.shape[1:]) for m in first_features.maps],
+                  "pooled": first_features.pooled.shape[1] if first_features.pooled is not None else None,
+                  "target": tuple(first[target_key].shape[1:])}
+        allocate_cache_files(tmp, count, shapes, config.train.feature_cache_dtype, target_key)
+    shapes = broadcast_object(shapes if context.is_main else None)
     barrier()
     arrays = {p.stem: np.load(p, mmap_mode="r+", allow_pickle=False) for p in tmp.glob("*.npy")}
-    mine = list(range(context.rank, count, context.world_size))
-    loader = DataLoader(views, batch_size=batch_size, sampler=[(k, 0) for k in mine], num_workers=config.data.num_workers,
-                        collate_fn=collate_padded)
     position = 0
-    for batch in loader:
+    batch, features = first, first_features
+    while batch is not None:
         indices = mine[position : position + len(batch["path"])]
         position += len(indices)
-        images = list(batch["image"].permute(0, 2, 3, 1))
-        features = _extract(backbone, images, config.model.max_num_patches, autocast)
-        height, width = features.maps[0].shape[-2:]
-        if (height, width) != shapes["maps"][0][1:]:
+        if features is None:
+            features = _extract(backbone, list(batch["image"].permute(0, 2, 3, 1)), config.model.max_num_patches,
+                                autocast)
+        if tuple(features.maps[0].shape[1:]) != tuple(shapes["maps"][0]):
             raise ConfigError(
-                f"feature cache: view grids differ ({height}x{width} vs {shapes['maps'][0][1:]}); the fixed views "
-                "must all be data.crop_size"
+                f"feature cache: view grids differ ({tuple(features.maps[0].shape[1:])} vs {shapes['maps'][0]}); "
+                "the fixed views must all be data.crop_size"
             )
         for i, feature_map in enumerate(features.maps):
             arrays[f"layer_{i}"][indices] = to_storage(feature_map.float(), config.train.feature_cache_dtype)
@@ -219,13 +236,15 @@ def build_feature_cache(
             arrays["pooled"][indices] = to_storage(features.pooled.float(), config.train.feature_cache_dtype)
         arrays["grid_sizes"][indices] = features.grid_sizes.cpu().numpy()
         arrays["targets"][indices] = batch[target_key].numpy().astype(arrays["targets"].dtype)
+        batch, features = next(batches, None), None
     for array in arrays.values():
         array.flush()
     del arrays
     barrier()
     if context.is_main:
         manifest = {"inputs": inputs, "count": count, "num_layers": len(shapes["maps"]),
-                    "has_pooled": first.pooled is not None, "map_shapes": shapes["maps"], "target_shape": shapes["target"]}
+                    "has_pooled": shapes["pooled"] is not None, "map_shapes": shapes["maps"],
+                    "target_shape": shapes["target"]}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
         shutil.rmtree(directory, ignore_errors=True)
         tmp.rename(directory)

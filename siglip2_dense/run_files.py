@@ -2,8 +2,9 @@
 
 - ``log.jsonl``: one JSON object per line -- a ``start`` record per (re)start, training records
   ``{"step", "loss", "head_losses", "lr", "images_per_s", "epoch", "batch_in_epoch"}`` and validation
-  records ``{"step", "metrics": [per head], "best"}``. A resumed run first drops the records of
-  steps after its checkpoint (written by the run that crashed), so the log reads as one run.
+  records ``{"step", "metrics": [per head], "best", "seconds"}`` (seconds: the validation's wall
+  time). A resumed run first drops the records of steps after its checkpoint (written by the run
+  that crashed), so the log reads as one run.
 - ``best/``: the best head so far as a ``DenseModel`` directory (``dense_model.json``,
   ``head.safetensors`` [, ``backbone.safetensors``]) plus ``metrics.json``; written under a
   temporary name and swapped into place (:func:`recover_best_model` tidies up after a kill).
