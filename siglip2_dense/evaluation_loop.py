@@ -8,8 +8,9 @@ to the ground truth and takes the argmax (segmentation) or channel 0 (depth) -- 
 images ``r, r + N, ...``; the evaluators' sum states are reduced across processes by torchmetrics
 in ``compute()``, so N processes give the numbers of one.
 
-This is the loop of :func:`siglip2_dense.validation.evaluate` (which validates every head of a
-``HeadGrid`` during training), taking any predictor and adding the callback and a progress bar.
+:func:`siglip2_dense.validation.evaluate` (which validates every head of a ``HeadGrid`` during
+training) walks the same shard with the same :func:`scores_to_prediction` and :func:`update_evaluator`,
+one evaluator per head; this loop takes any predictor and adds the callback and a progress bar.
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ def check_output_channels(scores: torch.Tensor, task: str, num_classes: int | No
         )
 
 
+def update_evaluator(evaluator: Any, prediction: torch.Tensor, target: torch.Tensor, task: str) -> None:
+    """Add one image: ``prediction [H, W]`` (labels or metres) against ``target [H, W]``."""
+    if task == "segmentation":
+        evaluator.update(prediction[None], target[None].long())
+    else:
+        evaluator.update(prediction[None], target[None].float())
+
+
 def from_scores(scores: ScoresFunction, task: str, num_classes: int | None = None) -> PixelPredictor:
     """A :data:`PixelPredictor` from a scores function: resize to the ground truth, then argmax / channel 0.
 
@@ -118,10 +127,7 @@ def evaluate_images(
             target = torch.as_tensor(np.asarray(item[target_key])).to(device)
             with autocast() if autocast is not None else nullcontext():
                 prediction = predict(item["image"], tuple(target.shape)).to(device)
-            if task == "segmentation":
-                evaluator.update(prediction[None], target[None].long())
-            else:
-                evaluator.update(prediction[None], target[None].float())
+            update_evaluator(evaluator, prediction, target, task)
             if on_image is not None:
                 on_image(index, item, prediction)
     return evaluator.compute()

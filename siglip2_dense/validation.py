@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from siglip2_dense.build import build_evaluator, ignore_index_of
 from siglip2_dense.config import ExperimentConfig
 from siglip2_dense.errors import ConfigError
+from siglip2_dense.evaluation_loop import TARGET_KEYS, scores_to_prediction, shard, update_evaluator
 from siglip2_dense.grid_to_pixels import outputs_to_pixels, tensor_to_images
 from siglip2_dense.head_grid import HeadGrid
 from siglip2_dense.inference import predict_native, predict_tta, predict_whole, slide_window
@@ -96,23 +96,19 @@ def evaluate(
     Returns one ``evaluator.compute()`` dict per head (``mIoU``... or ``abs_rel``...).
     """
     check_eval_config(config, grid.backbone)
-    target_key = "mask" if config.task == "segmentation" else "depth"
+    target_key = TARGET_KEYS[config.task]
     evaluators = [build_evaluator(config, ignore_index_of(dataset)).to(device) for _ in range(grid.num_heads)]
     was_training = grid.training
     grid.eval()
     with torch.inference_mode():
-        for index in range(rank, len(dataset), world_size):
+        for index in shard(len(dataset), rank, world_size):
             item = dataset[index]
             target = torch.as_tensor(np.asarray(item[target_key])).to(device)
             with autocast() if autocast is not None else torch.autocast("cpu", enabled=False):
                 outputs = predict_image(grid, item["image"], config, device)
-            outputs = F.interpolate(outputs[None].float(), size=tuple(target.shape), mode="bilinear",
-                                    align_corners=False)[0]
-            for evaluator, head_outputs in zip(evaluators, outputs.chunk(grid.num_heads, dim=0)):
-                if config.task == "segmentation":
-                    evaluator.update(head_outputs.argmax(dim=0)[None], target[None].long())
-                else:
-                    evaluator.update(head_outputs[0][None], target[None].float())
+            for evaluator, head_scores in zip(evaluators, outputs.chunk(grid.num_heads, dim=0)):
+                prediction = scores_to_prediction(head_scores, tuple(target.shape), config.task)
+                update_evaluator(evaluator, prediction, target, config.task)
     grid.train(was_training)
     return [evaluator.compute() for evaluator in evaluators]
 
