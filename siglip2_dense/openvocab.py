@@ -6,9 +6,11 @@ patch grid -> bilinear upsampling to the image -> arg-max label map``. Nothing i
 
 Two ways to cover an image:
 
-- ``inference="native"`` (default): one forward per image. NaFlex checkpoints keep the image's
-  aspect ratio within ``max_num_patches``; FixRes checkpoints resize to ``size`` (default: the
-  checkpoint's own training size).
+- ``inference="native"`` (default): one forward per batch of ``batch_size`` images. NaFlex
+  checkpoints keep each image's aspect ratio within ``max_num_patches``, and a list of images is cut
+  into batches of similar patch grids (:func:`siglip2_dense.naflex_batching.batches_by_shape`), so
+  little of each forward is padding; FixRes checkpoints resize to ``size`` (default: the checkpoint's
+  own training size). Results come back in the order given.
 - ``inference="slide"``: mmsegmentation's sliding window (``crop`` / ``stride`` in pixels, of the
   image as given) through :func:`siglip2_dense.inference.slide_window`; each window goes through
   the native path and the window probabilities are averaged where windows overlap.
@@ -27,6 +29,7 @@ from torch import Tensor
 
 from siglip2_dense.errors import RequestError
 from siglip2_dense.heads.openvocab import BACKBONE_KWARGS, OpenVocabHead, probabilities_to_label_map
+from siglip2_dense.naflex_batching import batches_by_shape, batches_in_order, naflex_grid_size
 from siglip2_dense.openvocab_result import OpenVocabResult
 from siglip2_dense.siglip_preprocess import images_to_arrays
 from siglip2_dense.text import LabelEmbeddings, TextEncoder, max_over_synonyms
@@ -50,6 +53,7 @@ class OpenVocabSegmenter:
         background_threshold: pixels whose best probability is below it get label index ``K``
             (:attr:`OpenVocabResult.background_index`); None: every pixel gets a label.
         inference: ``"native"`` or ``"slide"``; crop, stride: the sliding window in pixels.
+        batch_size: images per forward in native mode.
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class OpenVocabSegmenter:
         inference: str = "native",
         crop: Sequence[int] = (512, 512),
         stride: Sequence[int] = (341, 341),
+        batch_size: int = 8,
     ) -> None:
         if inference not in INFERENCE_MODES:
             raise RequestError(f"inference={inference!r}: expected one of {INFERENCE_MODES}")
@@ -73,6 +78,8 @@ class OpenVocabSegmenter:
             raise RequestError("size is for FixRes checkpoints; NaFlex checkpoints take max_num_patches")
         if not backbone.is_naflex and max_num_patches is not None:
             raise RequestError("max_num_patches is for NaFlex checkpoints; FixRes checkpoints take size")
+        if batch_size < 1:
+            raise RequestError(f"batch_size={batch_size}: expected at least one image per forward")
         self.backbone = backbone
         self.text_encoder = text_encoder
         self.head = head
@@ -83,6 +90,7 @@ class OpenVocabSegmenter:
         self.inference = inference
         self.crop = tuple(crop)
         self.stride = tuple(stride)
+        self.batch_size = int(batch_size)
 
     @classmethod
     def from_pretrained(
@@ -100,6 +108,7 @@ class OpenVocabSegmenter:
         stride: Sequence[int] = (341, 341),
         size: int | Sequence[int] | None = None,
         gaussian_std: float = 5.0,
+        batch_size: int = 8,
     ) -> OpenVocabSegmenter:
         """Load both towers of a full SigLIP / SigLIP2 checkpoint and build the head.
 
@@ -119,6 +128,7 @@ class OpenVocabSegmenter:
         return cls(
             backbone, text_encoder, head, templates=templates, max_num_patches=max_num_patches, size=size,
             background_threshold=background_threshold, inference=inference, crop=crop, stride=stride,
+            batch_size=batch_size,
         )
 
     # --- labels -------------------------------------------------------------------------------
@@ -155,14 +165,23 @@ class OpenVocabSegmenter:
             return self._native_probabilities([array], self.encode_labels(labels))[0]
         return self._slide_probabilities(array, self.encode_labels(labels))
 
+    def native_batches(self, arrays: Sequence[np.ndarray]) -> list[list[int]]:
+        """Indices of ``arrays`` cut into the batches native mode runs: similar NaFlex grids together."""
+        if not self.backbone.is_naflex:
+            return batches_in_order(len(arrays), self.batch_size)
+        budget = self.max_num_patches or self.backbone.image_processor.max_num_patches
+        grids = [naflex_grid_size(a.shape[0], a.shape[1], self.backbone.patch_size, budget) for a in arrays]
+        return batches_by_shape(grids, self.batch_size)
+
     def _native_probabilities(self, arrays: list[np.ndarray], embedded: LabelEmbeddings) -> list[Tensor]:
-        probabilities, grid_sizes = self.grid_probabilities(arrays, embedded)
-        upsampled = []
-        with torch.inference_mode():
-            for i, (array, (height, width)) in enumerate(zip(arrays, grid_sizes.tolist())):
-                own_grid = probabilities[i : i + 1, :, :height, :width]
-                upsampled.append(_resize(own_grid, array.shape[:2])[0])
-        return upsampled
+        upsampled: dict[int, Tensor] = {}
+        for batch in self.native_batches(arrays):
+            probabilities, grid_sizes = self.grid_probabilities([arrays[i] for i in batch], embedded)
+            with torch.inference_mode():
+                for row, (index, (height, width)) in enumerate(zip(batch, grid_sizes.tolist())):
+                    own_grid = probabilities[row : row + 1, :, :height, :width]
+                    upsampled[index] = _resize(own_grid, arrays[index].shape[:2])[0]
+        return [upsampled[i] for i in range(len(arrays))]
 
     def _slide_probabilities(self, array: np.ndarray, embedded: LabelEmbeddings) -> Tensor:
         from siglip2_dense.inference import slide_window
@@ -180,7 +199,7 @@ class OpenVocabSegmenter:
 
     # --- results ------------------------------------------------------------------------------
     def segment_batch(self, images: Any, labels: Sequence[str] | LabelEmbeddings) -> list[OpenVocabResult]:
-        """Segment several images into the same labels (one forward for all in native mode)."""
+        """Segment several images into the same labels (native mode: ``batch_size`` images per forward)."""
         arrays = images_to_arrays(images)
         embedded = self.encode_labels(labels)
         if self.inference == "native":

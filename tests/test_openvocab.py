@@ -20,6 +20,7 @@ from siglip2_dense.heads.openvocab import BACKBONE_KWARGS, OpenVocabHead, gaussi
 
 from siglip2_dense import load_backbone
 from siglip2_dense.errors import RequestError
+from siglip2_dense.naflex_batching import naflex_grid_size
 from siglip2_dense.openvocab import OpenVocabSegmenter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -200,6 +201,27 @@ def test_results_have_the_images_size_and_upsampled_grid_scores(segmenter, image
         assert torch.equal(result.label_map, result.scores.argmax(0))
     single = segmenter(images[1], LABELS)
     assert (single.scores - results[1].scores).abs().max() <= 1e-5  # batch padding changes nothing
+
+
+def test_native_batches_group_similar_grids_and_keep_the_order(segmenter):
+    rng = np.random.default_rng(3)
+    shapes = [(30, 45), (41, 19), (33, 33), (32, 48), (40, 20), (35, 35)]  # wide, tall, square, twice
+    images = [random_image(rng, h, w) for h, w in shapes]
+    budget = segmenter.backbone.image_processor.max_num_patches
+    grids = [naflex_grid_size(h, w, segmenter.backbone.patch_size, budget) for h, w in shapes]
+    segmenter.batch_size = 2
+    try:
+        batches = segmenter.native_batches(images)
+        results = segmenter.segment_batch(images, LABELS)
+    finally:
+        segmenter.batch_size = 8
+    assert sorted(i for batch in batches for i in batch) == list(range(6)) and max(map(len, batches)) == 2
+    for batch in batches:  # a batch holds one orientation: the wide pair, the tall pair, the square pair
+        assert len({np.sign(grids[i][0] - grids[i][1]) for i in batch}) == 1
+    for image, result in zip(images, results):  # each result belongs to its own image, as run alone
+        alone = segmenter(image, LABELS)
+        assert result.scores.shape[1:] == image.shape[:2]
+        assert (result.scores - alone.scores).abs().max() <= 1e-5
 
 
 def test_rle_decodes_to_the_label_map_and_json_covers_the_image(segmenter, images):
