@@ -43,7 +43,7 @@ def compile_speedup() -> Figure:
 
     times = interleaved_seconds({"eager": run_blocks(blocks), "compiled": run_blocks(compiled)}, repeats=3)
     return Figure("torch.compile encoder blocks: eager time / compiled time", times["eager"] / times["compiled"],
-                  ADOPT_AT, detail=f"eager {times['eager']:.2f} s, compiled {times['compiled']:.2f} s")
+                  ADOPT_AT, detail=f"eager {times['eager']:.2f} s, compiled {times['compiled']:.2f} s", kind="option")
 
 
 def channels_last_speedup() -> Figure:
@@ -70,7 +70,8 @@ def channels_last_speedup() -> Figure:
                                 repeats=3)
     return Figure("channels-last DPT head: contiguous time / channels-last time",
                   times["contiguous"] / times["channels_last"], ADOPT_AT,
-                  detail=f"contiguous {times['contiguous']:.2f} s, channels-last {times['channels_last']:.2f} s")
+                  detail=f"contiguous {times['contiguous']:.2f} s, channels-last {times['channels_last']:.2f} s",
+                  kind="option")
 
 
 def run() -> list[Figure]:

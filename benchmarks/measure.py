@@ -18,22 +18,42 @@ import torch
 
 @dataclass
 class Figure:
-    """One measured ratio: ``value`` compared with ``target`` in the direction ``higher_is_better``."""
+    """One measured ratio: ``value`` compared with ``target`` in the direction ``higher_is_better``.
+
+    ``kind``: ``"target"`` (a goal: PASS / FAIL), ``"option"`` (a speed-up tried: ``target`` is the
+    bar for adopting it, ADOPTED / NOT ADOPTED) or ``"report"`` (measured for the record; no verdict).
+    """
 
     name: str
     value: float
     target: float
     higher_is_better: bool = True
     detail: str = ""
+    kind: str = "target"
 
     @property
     def passed(self) -> bool:
+        """Whether the target is met (always True for ``"report"`` figures, which have no goal)."""
+        if self.kind == "report":
+            return True
         return self.value >= self.target if self.higher_is_better else self.value <= self.target
 
+    @property
+    def verdict(self) -> str:
+        if self.kind == "report":
+            return "REPORTED"
+        if self.kind == "option":
+            return "ADOPTED" if self.passed else "NOT ADOPTED"
+        return "PASS" if self.passed else "FAIL"
+
+    @property
+    def target_text(self) -> str:
+        if self.kind == "report":
+            return "-"
+        return f"{'>=' if self.higher_is_better else '<='} {self.target}"
+
     def line(self) -> str:
-        sign = ">=" if self.higher_is_better else "<="
-        verdict = "PASS" if self.passed else "FAIL"
-        return f"{self.name}: {self.value:.3f} (target {sign} {self.target}) {verdict}  {self.detail}".rstrip()
+        return f"{self.name}: {self.value:.3f} (target {self.target_text}) {self.verdict}  {self.detail}".rstrip()
 
 
 def seconds(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:

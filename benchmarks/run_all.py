@@ -74,9 +74,8 @@ def results_markdown(rows: list[tuple[str, list[Figure], str, float]], gpu_text:
             last = error.strip().splitlines()[-1].replace("|", "/")
             lines.append(f"| {name} | (crashed after {seconds:.0f} s) | - | - | FAIL | {last} |")
         for f in figures:
-            sign = ">=" if f.higher_is_better else "<="
-            lines.append(f"| {name} | {f.name} | {f.value:.3f} | {sign} {f.target} | "
-                         f"{'PASS' if f.passed else 'FAIL'} | {f.detail.replace('|', '/')} |")
+            lines.append(f"| {name} | {f.name} | {f.value:.3f} | {f.target_text} | {f.verdict} | "
+                         f"{f.detail.replace('|', '/')} |")
     lines += ["", "## GPU", "", gpu_text, ""]
     return "\n".join(lines)
 

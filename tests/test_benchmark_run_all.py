@@ -14,11 +14,16 @@ def test_results_table_rows_and_verdicts():
     rows = [
         ("backbone", [Figure("speed", 0.99, 0.97, detail="a|b"), Figure("mem", 1.2, 1.1, higher_is_better=False)],
          "", 1.0),
+        ("cpu", [Figure("compile", 0.93, 1.05, kind="option"), Figure("cl", 1.07, 1.05, kind="option"),
+                 Figure("pad", 0.15, 0.1, higher_is_better=False, kind="report")], "", 1.0),
         ("eval", [], "Traceback...\nValueError: boom", 2.0),
     ]
     text = run_all.results_markdown(rows, "no GPU")
     assert "| backbone | speed | 0.990 | >= 0.97 | PASS | a/b |" in text
     assert "| backbone | mem | 1.200 | <= 1.1 | FAIL |" in text
+    assert "| cpu | compile | 0.930 | >= 1.05 | NOT ADOPTED |" in text
+    assert "| cpu | cl | 1.070 | >= 1.05 | ADOPTED |" in text
+    assert "| cpu | pad | 0.150 | - | REPORTED |" in text
     assert "| eval | (crashed after 2 s) | - | - | FAIL | ValueError: boom |" in text
     assert text.rstrip().endswith("no GPU")
 
