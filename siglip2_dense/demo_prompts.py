@@ -15,10 +15,11 @@ from typing import Any
 import torch
 
 from siglip2_dense.data.synthetic import CLASS_NAMES, COLOURS, SHAPES, class_index
+from siglip2_dense.demo_model import DEMO_ARCHITECTURE
 from siglip2_dense.prompts import fill_templates, resolve_templates
 
 PROMPT_NAMES = (*CLASS_NAMES, *COLOURS, *SHAPES)
-TEXT_LENGTH = 64
+TEXT_LENGTH = DEMO_ARCHITECTURE["text"]["max_position_embeddings"]
 
 
 def class_to_prompt_matrix() -> torch.Tensor:
@@ -45,13 +46,13 @@ def prompt_presence(class_presence: torch.Tensor) -> torch.Tensor:
 
 
 def tokenize(tokenizer: Any, texts: list[str]) -> torch.Tensor:
-    """``input_ids [N, 64]``: padded to 64 with ``<pad>``, as :class:`~siglip2_dense.text.TextEncoder` does."""
+    """``input_ids [N, TEXT_LENGTH]``: padded to the text tower's length with ``<pad>``, as :class:`~siglip2_dense.text.TextEncoder` does."""
     encoded = tokenizer(texts, padding="max_length", max_length=TEXT_LENGTH, truncation=True, return_tensors="pt")
     return encoded["input_ids"]
 
 
 def prompt_ids(tokenizer: Any) -> torch.Tensor:
-    """``[T, P, 64]``: every prompt name in every template, canonicalised as the text encoder does;
+    """``[T, P, TEXT_LENGTH]``: every prompt name in every template, canonicalised as the text encoder does;
     the single template first, then the 80 ImageNet templates (T = 81)."""
     templates = (*resolve_templates("single"), *resolve_templates("imagenet80"))
     prompts = [fill_templates(name, [template])[0] for template in templates for name in PROMPT_NAMES]

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from siglip2_dense.data.synthetic import CLASS_NAMES, NUMBER_WORDS, SHAPES
+from siglip2_dense.demo_model import DEMO_ARCHITECTURE
 from siglip2_dense.prompts import resolve_templates
 
 PAD_TOKEN, EOS_TOKEN, BOS_TOKEN, UNK_TOKEN, MASK_TOKEN = "<pad>", "<eos>", "<bos>", "<unk>", "<mask>"
@@ -28,7 +29,7 @@ SPECIAL_TOKENS = (PAD_TOKEN, EOS_TOKEN, BOS_TOKEN, UNK_TOKEN, MASK_TOKEN)  # ids
 WORD_START = "\u2581"  # "▁"
 CAPTION_CONNECTIVES = ("and", ",", "an", "empty", "room")
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789,.'-"
-MAX_LENGTH = 64
+MAX_LENGTH = DEMO_ARCHITECTURE["text"]["max_position_embeddings"]
 
 
 def world_texts() -> list[str]:

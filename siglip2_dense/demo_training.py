@@ -7,13 +7,27 @@ half-size copy) and sampled with replacement, each image flipped left-right half
 sequence lengths alternate: most steps see the half-size images (8x8 patches, cheap), every
 ``full_res_every``-th step the full-size ones (16x16 patches, the resolution of evaluation), so the
 tower works at both, as SigLIP2's NaFlex variant trains over several sequence lengths. Each step
-adds three sigmoid losses (:mod:`siglip2_dense.demo_losses`): SigLIP's image-caption loss, a
-multi-positive image-vs-class-prompt loss, and a per-patch loss through the MAP head's value path
-(the localisation-aware part; at this scale it takes the place of SigLIP2's LocCa decoder, which
-learns where a phrase is from region captions, by supervising the patch embeddings with the exact
-masks the synthetic world provides). Class prompts use the toolkit's single template half the
-time and otherwise one of the 80 ImageNet templates. AdamW, linear warm-up, cosine decay,
-gradient clipping; SigLIP's ``logit_scale = log 10``, ``logit_bias = -10`` start.
+adds four sigmoid losses (:mod:`siglip2_dense.demo_losses`), all scored with the model's own
+``logit_scale`` / ``logit_bias``:
+
+- SigLIP's image-caption loss;
+- the same pairwise loss between two template draws of the prompts (:mod:`siglip2_dense.demo_prompts`:
+  the 17 class names, the colour words, the shape words), which separates the prompts from the
+  first step (without it the text tower, pooling a pad token, maps "red circle"
+  and "red square" to one point for hundreds of steps);
+- a multi-positive loss of each image against every prompt present (what zero-shot classification
+  asks of the pooled embedding);
+- a per-patch loss through the MAP head's value path, exactly the embedding the training-free
+  open-vocabulary head scores, against each prompt's share of the patch. This is the
+  localisation-aware part: at this scale it takes the place of SigLIP2's LocCa decoder (which
+  learns where a phrase is from region captions) by supervising the patch embeddings with the exact
+  masks the synthetic world provides; self-distillation and masked prediction were left out, their
+  teacher passes would double the cost of a step.
+
+Prompts use the toolkit's single template half the time, otherwise one of the 80 ImageNet
+templates. AdamW (weight decay 1e-4 on matrices), linear warm-up, cosine decay, gradient clipping;
+SigLIP's ``logit_scale = log 10``, ``logit_bias = -10`` start, the two scalars at ten times the
+learning rate so that they can move within a short run.
 """
 
 from __future__ import annotations
@@ -80,7 +94,7 @@ def sample_batch(pool: ScenePool, caption_ids: torch.Tensor, full_res: bool, siz
     Returns:
         ``pixel_values [B, n, p*p*3]``, ``pixel_attention_mask [B, n]``, ``spatial_shapes [B, 2]``,
         ``fractions [B, n, K]`` (row-major cells, the token order), ``presence [B, K]``,
-        ``caption_ids [B, 64]``, ``same_caption [B, B]``.
+        ``caption_ids [B, L]``, ``same_caption [B, B]``.
     """
     index = torch.randint(len(pool), (size,), generator=generator)
     images = (pool.images if full_res else pool.images_half)[index]
@@ -103,10 +117,10 @@ def sample_batch(pool: ScenePool, caption_ids: torch.Tensor, full_res: bool, siz
 
 def training_losses(model: Any, head: OpenVocabHead, batch: dict[str, torch.Tensor], draw_ids: torch.Tensor,
                     recipe: DemoRecipe) -> dict[str, torch.Tensor]:
-    """The four losses of one batch; ``draw_ids [2, P, 64]`` are two template draws of the prompts.
+    """The four losses of one batch; ``draw_ids [2, P, L]`` are two template draws of the prompts.
 
     The caption loss takes the first ``recipe.captions_per_step`` images of the (random) batch: the
-    text tower reads 64 tokens per caption, so a caption costs about as much as an image.
+    text tower reads 32 tokens per caption, so a caption costs about half as much as an image.
     """
     vision = model.vision_model(
         pixel_values=batch["pixel_values"], pixel_attention_mask=batch["pixel_attention_mask"],
@@ -178,7 +192,7 @@ def train_demo_model(
     pool = render_pool([training_scene_seed(recipe.seed, i) for i in range(recipe.pool_size)], recipe.scene_size,
                        recipe.patch_size)
     caption_ids = tokenize(tokenizer, pool.captions)
-    all_prompt_ids = prompt_ids(tokenizer)  # [81 templates, P, 64]
+    all_prompt_ids = prompt_ids(tokenizer)  # [81 templates, P, L]
     log({"event": "pool", "scenes": len(pool), "seconds": round(time.time() - started, 1)})
 
     config = TrainConfig(iterations=recipe.steps, lr=recipe.lr, weight_decay=recipe.weight_decay, schedule="cosine",
