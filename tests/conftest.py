@@ -3,6 +3,7 @@
 Each checkpoint is built from the real transformers config classes with random weights, saved
 with ``save_pretrained`` (safetensors) beside its image-processor config, and loaded by the tests
 through the same public loaders a hub checkpoint takes. Built once per test session.
+``DEMO_CHECKPOINT`` is the trained demo model the repository ships (``assets/demo-siglip2``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo-siglip2"
 
 TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
                    patch_size=4)
