@@ -33,6 +33,8 @@ learning rate so that they can move within a short run.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -41,7 +43,9 @@ from typing import Any
 
 import torch
 
+from siglip2_dense.checkpoint import replace_directory
 from siglip2_dense.config import TrainConfig
+from siglip2_dense.data.image_io import write_bytes_atomic
 from siglip2_dense.demo_data import (
     ScenePool,
     patchify,
@@ -151,14 +155,25 @@ def training_losses(model: Any, head: OpenVocabHead, batch: dict[str, torch.Tens
 
 
 def save_demo_checkpoint(model: Any, tokenizer: Any, recipe: DemoRecipe, out: str | Path) -> Path:
-    """Write a hub-style checkpoint: config.json, model.safetensors, tokenizer files, preprocessor_config.json."""
+    """Write a hub-style checkpoint: config.json, model.safetensors, tokenizer files, preprocessor_config.json.
+
+    The files are written into a temporary folder beside ``out`` that then replaces ``out`` whole, so
+    a crash leaves the older checkpoint (or none), never a mix.
+    """
     from transformers import Siglip2ImageProcessor
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))
-    save_tokenizer(tokenizer, out)
-    Siglip2ImageProcessor(patch_size=recipe.patch_size, max_num_patches=recipe.max_num_patches).save_pretrained(str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    tmp.chmod(0o755)  # mkdtemp makes a private folder; a checkpoint is meant to be shared
+    try:
+        model.save_pretrained(str(tmp))
+        save_tokenizer(tokenizer, tmp)
+        Siglip2ImageProcessor(patch_size=recipe.patch_size,
+                              max_num_patches=recipe.max_num_patches).save_pretrained(str(tmp))
+        replace_directory(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -243,5 +258,5 @@ def train_demo_model(
 def write_training_record(record: dict[str, Any], out: str | Path) -> Path:
     """``out/training.json``: the recipe, time and measured figures."""
     path = Path(out) / "training.json"
-    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_bytes_atomic(path, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
     return path

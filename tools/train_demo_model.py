@@ -19,11 +19,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from siglip2_dense.cli import run_tool
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+
+def build_parser() -> argparse.ArgumentParser:
     from siglip2_dense.demo_training import DemoRecipe
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("assets/demo-siglip2"), help="checkpoint folder")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--evaluate-every", type=int, default=0, help="validation figures every N steps (0: never)")
@@ -32,16 +34,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for field in dataclasses.fields(DemoRecipe):
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default,
                             help=f"recipe: {field.name} (default {field.default})")
-    return parser.parse_args(argv)
+    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(args: argparse.Namespace) -> int:
     import torch
 
     from siglip2_dense.demo_evaluation import evaluate_demo_checkpoint, held_out_scenes, validation_scenes
     from siglip2_dense.demo_training import DemoRecipe, train_demo_model, write_training_record
 
-    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     recipe = DemoRecipe(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoRecipe)})
     cache_dir = tempfile.mkdtemp(prefix="demo-text-cache-")
@@ -63,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     log({"held_out": record["held_out"]})
     write_training_record(record, args.out)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_tool(run, build_parser(), argv)
 
 
 if __name__ == "__main__":
