@@ -65,6 +65,8 @@ class DPTHead(nn.Module):
             segmentation, False for depth, as DPT).
         dropout: dropout before the segmentation classifier.
         min_depth, max_depth, num_bins, bin_spacing: depth only, as :class:`BinsDepthHead`.
+        channels_last: keep convolution weights and activations in channels-last memory order
+            (1.08-1.09x faster on CPU in ``benchmarks/cpu_options.py``; the outputs are the same).
 
     ``forward(features) -> [B, K, Hmax, Wmax]`` (logits, or depth in metres with K = 1), zero on
     padded cells; ``forward_fine(features)`` -> the same at 8x the patch grid, and its mask.
@@ -85,6 +87,7 @@ class DPTHead(nn.Module):
         max_depth: float = 10.0,
         num_bins: int = 256,
         bin_spacing: str = "uniform",
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         channels = checked_channels(in_channels, "DPTHead")
@@ -121,7 +124,7 @@ class DPTHead(nn.Module):
             reassemble_channels=list(reassemble_channels) if reassemble_channels is not None else None,
             readout=readout, pooled_channels=pooled_channels, use_batchnorm=use_batchnorm,
             dropout=float(dropout), min_depth=float(min_depth), max_depth=float(max_depth),
-            num_bins=int(num_bins), bin_spacing=bin_spacing,
+            num_bins=int(num_bins), bin_spacing=bin_spacing, channels_last=bool(channels_last),
         )
         self.in_channels, self.task, self.readout, self.pooled_channels = channels, task, readout, pooled_width
         self.reassemble = nn.ModuleList(
@@ -137,10 +140,15 @@ class DPTHead(nn.Module):
         self.classifier = nn.Conv2d(self.output_conv.out_channels,
                                     int(num_outputs) if task == "segmentation" else int(num_bins), kernel_size=1)
         self.to_depth = DepthFromBins(min_depth, max_depth, int(num_bins), bin_spacing) if task == "depth" else None
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def forward_fine(self, features: DenseFeatures) -> tuple[torch.Tensor, torch.Tensor]:
         """:class:`DenseFeatures` -> ``([B, K, 8*Hmax, 8*Wmax], mask [B, 8*Hmax, 8*Wmax])``, zero on padding."""
         maps = masked_maps(features, self.in_channels, "DPTHead")
+        if self.channels_last:
+            maps = [m.contiguous(memory_format=torch.channels_last) for m in maps]
         pooled = None
         if self.readout != "ignore":
             pooled = pooled_embedding(features, self.pooled_channels, "DPTHead").to(maps[0].dtype)

@@ -355,3 +355,20 @@ def test_head_config_rebuilds_an_identical_head(case):
     assert rebuilt.config == head.config
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in head.state_dict().items()}
     assert math.isfinite(sum(p.sum().item() for p in rebuilt.parameters()))
+
+
+@pytest.mark.parametrize("case", ["dpt-seg", "dpt-depth"])
+def test_dpt_channels_last_gives_the_contiguous_outputs_and_gradients(case):
+    """The default memory order (channels-last, faster on CPU) changes no number beyond float rounding."""
+    features = synthetic_features([[5, 7], [6, 4]], 6, 7, seed=3)
+    torch.manual_seed(0)
+    plain = build_head("dpt", in_channels=[8] * 4, channels_last=False, **HEAD_CASES[case])
+    last = make_head(case, [8] * 4)
+    last.load_state_dict(plain.state_dict())
+    assert last.stage_convs[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert plain.stage_convs[0].weight.is_contiguous() and last.config["channels_last"] is True
+    outputs = [head(features) for head in (plain, last)]
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)
+    for output in outputs:
+        output.square().sum().backward()
+    torch.testing.assert_close(last.stage_convs[0].weight.grad, plain.stage_convs[0].weight.grad, rtol=1e-4, atol=1e-5)
