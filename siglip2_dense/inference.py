@@ -107,7 +107,7 @@ def slide_window(
         summed[:, :, y1:y2, x1:x2] += window
         count[:, :, y1:y2, x1:x2] += 1
     assert summed is not None  # slide_window_boxes always yields at least one window
-    return summed / count.to(summed.dtype)
+    return summed.div_(count.to(summed.dtype))  # the buffer is ours: no second [B, K, H, W] copy
 
 
 def predict_tta(
