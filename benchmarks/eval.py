@@ -42,10 +42,10 @@ SMALL, LARGE = 20, 200
 
 def base_model():
     """A base NaFlex tower (random weights) and a 150-class linear head, in eval mode."""
-    from siglip2_dense.heads import build_head
     from transformers import Siglip2ImageProcessor, Siglip2VisionConfig, Siglip2VisionModel
 
     from siglip2_dense.backbone import Backbone
+    from siglip2_dense.heads import build_head
     from siglip2_dense.model import DenseModel
 
     torch.manual_seed(0)

@@ -75,7 +75,6 @@ def write_base_checkpoint(folder: Path, words: list[str]) -> None:
 
 def run(miss_labels: int = 1) -> list[Figure]:
     from siglip2_dense.heads.openvocab import probabilities_to_label_map
-
     from siglip2_dense.openvocab import OpenVocabSegmenter
     from siglip2_dense.prompts import canonicalize_text, resolve_templates
 

@@ -30,7 +30,6 @@ from bad_input_files import (
     write_with_orientation,
 )
 from PIL import Image, ImageOps
-from siglip2_dense.heads import build_head
 
 import siglip2_dense as sd
 from siglip2_dense.checkpoint import capture_rng_state, load_checkpoint, save_checkpoint
@@ -41,6 +40,7 @@ from siglip2_dense.data.image_io import read_rgb, write_png
 from siglip2_dense.errors import CheckpointError, ConfigError, DataError, MissingFileError, RequestError
 from siglip2_dense.evaluation import DepthEvaluator
 from siglip2_dense.head_grid import HeadGrid
+from siglip2_dense.heads import build_head
 from siglip2_dense.image_input import MAX_IMAGE_PIXELS
 from siglip2_dense.model import CONFIG_FILE, DenseModel
 from siglip2_dense.openvocab import OpenVocabSegmenter

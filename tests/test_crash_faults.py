@@ -23,7 +23,6 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from siglip2_dense.heads import build_head
 from test_train import LINEAR, ROOT, ade_root, overrides, reference_run, train_records  # noqa: F401 (fixtures)
 
 from siglip2_dense.backbone import load_backbone
@@ -31,6 +30,7 @@ from siglip2_dense.checkpoint import latest_checkpoint, list_checkpoints
 from siglip2_dense.config import load_config
 from siglip2_dense.data import write_synthetic
 from siglip2_dense.engine import read_log, train
+from siglip2_dense.heads import build_head
 from siglip2_dense.model import DenseModel
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

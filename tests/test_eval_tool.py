@@ -17,7 +17,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from siglip2_dense.heads import build_head
 
 from siglip2_dense.backbone import load_backbone
 from siglip2_dense.colour_maps import colour_table
@@ -26,6 +25,7 @@ from siglip2_dense.data import ADE20KDataset, NYUv2Dataset, build_segmentation_e
 from siglip2_dense.dataset_labels import distinct_palette
 from siglip2_dense.evaluation import DepthEvaluator, SegmentationEvaluator
 from siglip2_dense.grid_to_pixels import outputs_to_pixels, tensor_to_images
+from siglip2_dense.heads import build_head
 from siglip2_dense.inference import slide_window
 from siglip2_dense.model import DenseModel
 

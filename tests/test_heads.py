@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_VISION, random_image
+
+import siglip2_dense as sd
+from siglip2_dense.errors import RequestError
+from siglip2_dense.features import DenseFeatures, grid_mask
 from siglip2_dense.heads import HEADS, BinsDepthHead, DPTHead, LinearHead, build_head
 from siglip2_dense.heads.depth_bins import DepthFromBins
 from siglip2_dense.heads.dpt import default_fusion_width, default_reassemble_channels
 from siglip2_dense.heads.masked_batch_norm import MaskedBatchNorm2d
 from siglip2_dense.heads.padded_grid import upsample2x
-
-import siglip2_dense as sd
-from siglip2_dense.errors import RequestError
-from siglip2_dense.features import DenseFeatures, grid_mask
 
 WIDTH = TINY_VISION["hidden_size"]
 HEAD_CASES = {

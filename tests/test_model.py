@@ -10,11 +10,11 @@ import pytest
 import torch
 from conftest import random_image
 from safetensors.torch import load_file, save_file
-from siglip2_dense.heads import build_head
 from test_heads import build_four_block_checkpoint
 
 import siglip2_dense as sd
 from siglip2_dense.errors import CheckpointError, MissingFileError
+from siglip2_dense.heads import build_head
 from siglip2_dense.losses import segmentation_cross_entropy, silog_loss
 from siglip2_dense.model import CONFIG_FILE, DenseModel, dense_model_config, save_dense_model_config
 

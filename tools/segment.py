@@ -25,7 +25,6 @@ LABEL_HELP = (
 
 def build_parser() -> argparse.ArgumentParser:
     from siglip2_dense.heads.openvocab import VARIANTS
-
     from siglip2_dense.openvocab import DEFAULT_CHECKPOINT, INFERENCE_MODES
     from siglip2_dense.prompts import TEMPLATE_SETS
 
