@@ -65,6 +65,8 @@ def results_markdown(rows: list[tuple[str, list[Figure], str, float]], gpu_text:
         f"Machine: {machine_description()}.",
         "",
         "Every figure is a ratio of two things measured side by side in the same run (median of >= 3 repeats).",
+        "Each benchmark's docstring (`benchmarks/<benchmark>.py`) says what its figures measure and, where one",
+        "falls short, where the time or memory goes.",
         "",
         "| benchmark | figure | measured | target | result | detail |",
         "|---|---|---|---|---|---|",
