@@ -92,8 +92,8 @@ def slide_window(
     _check_image(image)
     height, width = image.shape[-2:]
     summed: Tensor | None = None
-    count = torch.zeros(1, 1, height, width, dtype=torch.float32, device=image.device)
-    for y1, y2, x1, x2 in slide_window_boxes(height, width, crop, stride):
+    boxes = slide_window_boxes(height, width, crop, stride)
+    for y1, y2, x1, x2 in boxes:
         window = resize_logits(fn(image[:, :, y1:y2, x1:x2]), (y2 - y1, x2 - x1))
         if summed is None:
             if num_outputs is not None and window.shape[1] != num_outputs:
@@ -105,9 +105,18 @@ def slide_window(
                 f"fn returned {tuple(window.shape[:2])} on one window and {tuple(summed.shape[:2])} on another"
             )
         summed[:, :, y1:y2, x1:x2] += window
-        count[:, :, y1:y2, x1:x2] += 1
     assert summed is not None  # slide_window_boxes always yields at least one window
-    return summed.div_(count.to(summed.dtype))  # the buffer is ours: no second [B, K, H, W] copy
+    coverage = window_coverage(boxes, height, width, image.device)
+    return summed.div_(coverage.to(summed.dtype))  # the buffer is ours: no second [B, K, H, W] copy
+
+
+def window_coverage(boxes: Sequence[tuple[int, int, int, int]], height: int, width: int,
+                    device: torch.device | str | None = None) -> Tensor:
+    """``[1, 1, H, W]`` float32: how many of the ``(y1, y2, x1, x2)`` windows cover each pixel."""
+    count = torch.zeros(1, 1, height, width, dtype=torch.float32, device=device)
+    for y1, y2, x1, x2 in boxes:
+        count[:, :, y1:y2, x1:x2] += 1
+    return count
 
 
 def predict_tta(

@@ -25,7 +25,7 @@ from torch import nn
 
 from siglip2_dense.evaluation_loop import check_output_channels
 from siglip2_dense.grid_to_pixels import outputs_to_pixels, tensor_to_images
-from siglip2_dense.inference import slide_window_boxes
+from siglip2_dense.inference import slide_window_boxes, window_coverage
 
 # ~17 classes of a 512x683 image per chunk: buffers under glibc's largest mmap threshold (32 MiB), so
 # they come back from the heap instead of fresh pages, and few enough operations per image
@@ -49,17 +49,18 @@ def merge_argmax(
 
 def window_outputs(
     model: nn.Module, image: torch.Tensor, crop: Sequence[int], stride: Sequence[int], max_num_patches: int | None
-) -> list[tuple[torch.Tensor, torch.Tensor, tuple[int, int]]]:
+) -> list[tuple[torch.Tensor, torch.Tensor, tuple[int, int, int, int]]]:
     """The model's patch-grid outputs on every window of ``image [1, 3, H, W]`` (0..255), in slide order.
 
-    Returns ``(outputs [1, K, Hmax, Wmax], spatial_shapes [1, 2], window size (h, w))`` per window.
+    Returns ``(outputs [1, K, Hmax, Wmax], spatial_shapes [1, 2], window box (y1, y2, x1, x2))`` per window.
     """
     backbone = model.backbone
     kwargs = {"max_num_patches": max_num_patches} if backbone.is_naflex else {}
     found = []
-    for y1, y2, x1, x2 in slide_window_boxes(image.shape[-2], image.shape[-1], crop, stride):
+    for box in slide_window_boxes(image.shape[-2], image.shape[-1], crop, stride):
+        y1, y2, x1, x2 = box
         inputs = backbone.preprocess(tensor_to_images(image[:, :, y1:y2, x1:x2]), **kwargs)
-        found.append((model(**inputs), inputs["spatial_shapes"], (y2 - y1, x2 - x1)))
+        found.append((model(**inputs), inputs["spatial_shapes"], box))
     return found
 
 
@@ -89,23 +90,20 @@ def slide_window_labels(
     tensor = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float()
     height, width = tensor.shape[-2:]
     size = (int(size[0]), int(size[1]))
-    boxes = slide_window_boxes(height, width, crop, stride)
     windows = window_outputs(model, tensor, crop, stride, max_num_patches)
     check_output_channels(windows[0][0][0], "segmentation", num_classes)
     num_classes = int(windows[0][0].shape[1])
-    count = torch.zeros(1, 1, height, width, device=device)
-    for y1, y2, x1, x2 in boxes:
-        count[:, :, y1:y2, x1:x2] += 1
+    coverage = window_coverage([box for _, _, box in windows], height, width, device)
     per_chunk = max(1, chunk_bytes // (4 * max(height * width, size[0] * size[1])))
     best = labels = None
     for start in range(0, num_classes, per_chunk):
         stop = min(start + per_chunk, num_classes)
         summed = torch.zeros(1, stop - start, height, width, device=device)
-        for (outputs, shapes, window_size), (y1, y2, x1, x2) in zip(windows, boxes):
+        for outputs, shapes, (y1, y2, x1, x2) in windows:
             summed[:, :, y1:y2, x1:x2] += outputs_to_pixels(
-                outputs[:, start:stop], shapes, window_size, backbone.patch_size, backbone.is_naflex
+                outputs[:, start:stop], shapes, (y2 - y1, x2 - x1), backbone.patch_size, backbone.is_naflex
             )
-        scores = summed.div_(count)[0]
+        scores = summed.div_(coverage)[0]
         if tuple(scores.shape[-2:]) != size:
             scores = F.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
         best, labels = merge_argmax(best, labels, scores, start)
