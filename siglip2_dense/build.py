@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from siglip2_dense.backbone import load_backbone
 from siglip2_dense.config import ExperimentConfig
 from siglip2_dense.errors import ConfigError, RequestError
+from siglip2_dense.evaluation_loop import TARGET_KEYS
 
 ItemTransform = Callable[[dict[str, Any]], dict[str, Any]]
 CLASS_COUNT_ARGUMENTS = ("num_classes", "num_outputs")
@@ -137,7 +138,7 @@ def build_dataset(config: ExperimentConfig, split: str, transform: ItemTransform
         dataset = FolderSegmentationDataset(
             root / split / "images", root / split / "masks", root / "class_names.txt", transform=transform
         )
-    target = "mask" if config.task == "segmentation" else "depth"
+    target = TARGET_KEYS[config.task]
     if data.dataset == "nyu" and target == "mask" or data.dataset != "nyu" and target == "depth":
         raise ConfigError(f"task={config.task!r} needs {target} targets; data.dataset={data.dataset!r} has none")
     return dataset

@@ -35,6 +35,7 @@ from siglip2_dense.data.collate import collate_padded
 from siglip2_dense.data_order import SeededViews
 from siglip2_dense.distributed import ProcessContext, barrier, broadcast_object
 from siglip2_dense.errors import ConfigError, DataError
+from siglip2_dense.evaluation_loop import TARGET_KEYS
 from siglip2_dense.features import DenseFeatures, grid_mask
 
 FORMAT_VERSION = 1
@@ -200,7 +201,7 @@ def build_feature_cache(
     if (directory / MANIFEST).is_file():
         return CachedFeatures(directory)
     tmp = directory.with_name(f".{directory.name}.tmp")
-    target_key = "mask" if config.task == "segmentation" else "depth"
+    target_key = TARGET_KEYS[config.task]
     count = len(views)
     mine = list(range(context.rank, count, context.world_size))
     loader = DataLoader(views, batch_size=batch_size, sampler=[(k, 0) for k in mine],
