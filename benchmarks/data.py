@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from backbone import BASE
 from measure import Figure, print_figures, seconds
 from torch.utils.data import DataLoader
 
@@ -31,9 +32,6 @@ from siglip2_dense.data.write_formats import write_ade20k
 
 NUM_IMAGES, CROP, BATCH, WORKERS, REPEATS = 64, 512, 2, 2, 3
 ADE_LIKE_SIZES = [(512, 683), (683, 512), (512, 512), (427, 640), (480, 640), (512, 768), (640, 427)]
-BASE = dict(
-    hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, patch_size=16
-)
 
 
 def base_backbone_at_512(device: str) -> Backbone:

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from backbone import BASE
 from measure import Figure, interleaved_seconds, print_figures
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, patch_size=16)
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, patch_size=4)
 ADE_CONFIG = ROOT / "configs" / "ade20k_linear_siglip2-b16-naflex.yaml"
 TINY_CONFIG = ROOT / "configs" / "synthetic_linear_tiny.yaml"

@@ -33,10 +33,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from backbone import BASE
 from measure import Figure, print_figures, seconds
 
-BASE_VISION = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                   patch_size=16, num_patches=256)
+BASE_VISION = dict(BASE, num_patches=256)
 BASE_TEXT = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                  vocab_size=32000, max_position_embeddings=64, projection_size=768, pad_token_id=0, eos_token_id=1,
                  bos_token_id=2)

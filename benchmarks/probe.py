@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from backbone import base_naflex_backbone
 from measure import Figure, interleaved_seconds, print_figures
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,13 +34,10 @@ NUM_TRAIN, BATCH, EPOCHS, SIZE = 32, 8, 10, 256
 
 
 def write_checkpoint(directory: Path) -> Path:
-    from transformers import Siglip2ImageProcessor, Siglip2VisionConfig, Siglip2VisionModel
-
     torch.manual_seed(0)
-    config = Siglip2VisionConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                 num_attention_heads=12, patch_size=16, num_patches=256)
-    Siglip2VisionModel(config).eval().save_pretrained(directory)
-    Siglip2ImageProcessor(patch_size=16, max_num_patches=256).save_pretrained(directory)
+    backbone = base_naflex_backbone()
+    backbone.vision_model.save_pretrained(directory)
+    backbone.image_processor.save_pretrained(directory)
     return directory
 
 
