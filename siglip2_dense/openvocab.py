@@ -228,14 +228,18 @@ class OpenVocabSegmenter:
         """Zero-shot classification: ``[B, K]`` sigmoid probabilities of each label for each image.
 
         Uses the MAP-pooled image embedding (the tower's own, plain last block), as SigLIP does.
+        Runs ``batch_size`` images per forward, grouped as :meth:`native_batches` groups them;
+        rows come back in input order.
         """
+        arrays = images_to_arrays(images)
         embedded = self.encode_labels(labels)
+        logits = torch.empty(len(arrays), len(embedded.label_index))
         with torch.inference_mode():
-            features = self._features(images_to_arrays(images))
-            pooled = self.head.pooled_embedding(features)
-            logits = self.head.similarity_logits(pooled, embedded.embeddings)
+            for batch in self.native_batches(arrays):
+                pooled = self.head.pooled_embedding(self._features([arrays[i] for i in batch]))
+                logits[batch] = self.head.similarity_logits(pooled, embedded.embeddings).float().cpu()
         logits = max_over_synonyms(logits, embedded.label_index, embedded.num_labels, dim=1)
-        return torch.sigmoid(logits).cpu()
+        return torch.sigmoid(logits)
 
 
 def _processor_size(processor: Any) -> tuple[int, int]:

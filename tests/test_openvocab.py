@@ -213,6 +213,7 @@ def test_native_batches_group_similar_grids_and_keep_the_order(segmenter):
     try:
         batches = segmenter.native_batches(images)
         results = segmenter.segment_batch(images, LABELS)
+        classified = segmenter.classify(images, LABELS)
     finally:
         segmenter.batch_size = 8
     assert sorted(i for batch in batches for i in batch) == list(range(6)) and max(map(len, batches)) == 2
@@ -222,6 +223,9 @@ def test_native_batches_group_similar_grids_and_keep_the_order(segmenter):
         alone = segmenter(image, LABELS)
         assert result.scores.shape[1:] == image.shape[:2]
         assert (result.scores - alone.scores).abs().max() <= 1e-5
+    alone = torch.cat([segmenter.classify([image], LABELS) for image in images])
+    assert classified.shape == (6, len(LABELS)) and (classified - alone).abs().max() <= 1e-5  # rows in input order
+    assert len({tuple(row.tolist()) for row in alone}) == 6  # the six images score differently, so order shows
 
 
 def test_rle_decodes_to_the_label_map_and_json_covers_the_image(segmenter, images):
