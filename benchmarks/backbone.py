@@ -10,18 +10,18 @@ NaFlex (``Siglip2VisionModel``, 256 patches) and FixRes (``SiglipVisionModel`` a
     a float32 ``torch.mm`` peak (2048-square products) measured in the same run; target >= 0.85.
 
 Two reported figures say where (b)'s ceiling is. Every ``nn.Linear`` call of one forward is
-replayed alone as ``torch.addmm`` on random operands of the same shapes (98% of the
-forward's FLOPs): their FLOP/s over the peak ("linear layers alone"), and the share of the
-forward's time spent outside them ("outside the linear layers": GELU, layer norms, SDPA, the
-copies around attention, residual adds, the MAP head). (b) is about (1 - outside share) times the
-linear layers' rate. On the 2-core EPYC (two idle runs) the linear layers run at 1.00-1.04 of the
+replayed alone as ``torch.addmm`` on random operands of the same shapes (98% of the forward's
+FLOPs): their FLOP/s over the peak ("linear layers alone"), and the share of the forward's time
+spent outside them ("outside the linear layers": GELU, layer norms, SDPA, the copies around
+attention, residual adds, the MAP head). (b) is about (1 - outside share) times the linear
+layers' rate. On the 2-core EPYC (two idle runs) the linear layers run at 1.00-1.04 of the
 2048-square peak (their shapes suit the BLAS kernels as well), and the rest takes 17-25% of the
-forward's time, so (b) lands at 0.77-0.89 between runs. What was tried to shrink the rest (base FixRes tower, 4 images,
-2 threads): q/k/v fused into one product with in-place residual adds 0.98x, the MLP run in
-row chunks that stay in cache 0.89x, inductor with weight freezing (``torch.compile``, fused
-pointwise ops, prepacked weights) 1.05x, inductor without freezing 0.93-1.01x
-(``benchmarks/cpu_options.py``). The ceiling is transformers' own eager forward, which the
-toolkit runs at parity.
+forward's time, so (b) lands at 0.77-0.89 between runs. What was tried to shrink the rest (base
+FixRes tower, 4 images, 2 threads): q/k/v fused into one product with in-place residual adds
+0.98x, the MLP run in row chunks that stay in cache 0.89x, inductor with weight freezing
+(``torch.compile``, fused pointwise ops, prepacked weights) 1.05x, inductor without freezing
+0.93-1.02x (``benchmarks/cpu_options.py``). The ceiling is transformers' own eager forward, which
+the toolkit runs at parity.
 
 Run: ``python benchmarks/backbone.py``
 """

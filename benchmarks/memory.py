@@ -12,8 +12,6 @@ Figures:
   up to ``B * N * 10D``), so the forward's transient alone is about twice the denominator's activations;
 - the toolkit forward's transient peak / a bare transformers forward's on the same inputs
   (target <= 1.05: the dense interface keeps no extra copies).
-- the toolkit forward's transient peak / a bare transformers forward's on the same inputs
-  (target <= 1.05: the dense interface keeps no extra copies).
 
 Run: ``python benchmarks/memory.py``
 """
