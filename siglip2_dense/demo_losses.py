@@ -3,8 +3,9 @@
 - :func:`pairwise_sigmoid_loss`: SigLIP's loss (Zhai et al. 2023) of a batch of images against their
   captions, every image-caption pair a binary problem, positive when the captions are equal; the
   same loss between two template draws of the class prompts (positive for the same class) keeps
-  the class prompts apart from the first step, when the text tower, pooling a pad token, would otherwise map "red circle" and "red square" to one point until the vision
-  tower has learnt shapes (and the vision tower cannot learn shapes against equal prompts).
+  the class prompts apart from the first step, when the text tower, pooling a pad token, would
+  otherwise map "red circle" and "red square" to one point until the vision tower has learnt
+  shapes (and the vision tower cannot learn shapes against equal prompts).
 - :func:`presence_loss`: each image against every prompt (:mod:`siglip2_dense.demo_prompts`),
   positive for each one present (multi-positive; what zero-shot classification asks of the pooled
   embedding).

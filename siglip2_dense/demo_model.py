@@ -2,9 +2,9 @@
 
 Sizes (:data:`DEMO_ARCHITECTURE`): patch 8, a 16x16 position table (``num_patches=256``: a 128x128
 image at its native resolution; NaFlex resizes the table to any other grid), width 128 in both
-towers, 4 heads, MLP 512, 4 vision blocks and 2 text blocks, text of 32 tokens (the longest caption of
-the world is about 20; SigLIP's 64 would double the text tower's cost for padding). About 1.5M parameters, 6 MB in
-float32.
+towers, 4 heads, MLP 512, 4 vision blocks and 2 text blocks, text of 32 tokens (the longest
+caption of the world is about 20; SigLIP's 64 would double the text tower's cost for padding).
+About 1.5M parameters, 6 MB in float32.
 
 A freshly constructed ``Siglip2Model`` starts with ``logit_scale = logit_bias = 0``; from that
 start the sigmoid loss pushes every pair's logit down at once and the text embeddings collapse
@@ -25,6 +25,7 @@ DEMO_ARCHITECTURE: dict[str, dict[str, Any]] = {
     "text": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
                  max_position_embeddings=32, projection_size=128),
 }
+TEXT_LENGTH = DEMO_ARCHITECTURE["text"]["max_position_embeddings"]  # every text is padded to it
 SIGLIP_INIT_LOGIT_SCALE = math.log(10.0)
 SIGLIP_INIT_LOGIT_BIAS = -10.0
 

@@ -15,11 +15,10 @@ from typing import Any
 import torch
 
 from siglip2_dense.data.synthetic import CLASS_NAMES, COLOURS, SHAPES, class_index
-from siglip2_dense.demo_model import DEMO_ARCHITECTURE
+from siglip2_dense.demo_model import TEXT_LENGTH
 from siglip2_dense.prompts import fill_templates, resolve_templates
 
 PROMPT_NAMES = (*CLASS_NAMES, *COLOURS, *SHAPES)
-TEXT_LENGTH = DEMO_ARCHITECTURE["text"]["max_position_embeddings"]
 
 
 def class_to_prompt_matrix() -> torch.Tensor:
@@ -46,7 +45,8 @@ def prompt_presence(class_presence: torch.Tensor) -> torch.Tensor:
 
 
 def tokenize(tokenizer: Any, texts: list[str]) -> torch.Tensor:
-    """``input_ids [N, TEXT_LENGTH]``: padded to the text tower's length with ``<pad>``, as :class:`~siglip2_dense.text.TextEncoder` does."""
+    """``input_ids [N, TEXT_LENGTH]``: padded to the text tower's length with ``<pad>``, as
+    :class:`~siglip2_dense.text.TextEncoder` does."""
     encoded = tokenizer(texts, padding="max_length", max_length=TEXT_LENGTH, truncation=True, return_tensors="pt")
     return encoded["input_ids"]
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from siglip2_dense.data.synthetic import CLASS_NAMES, NUMBER_WORDS, SHAPES
-from siglip2_dense.demo_model import DEMO_ARCHITECTURE
+from siglip2_dense.demo_model import TEXT_LENGTH
 from siglip2_dense.prompts import resolve_templates
 
 PAD_TOKEN, EOS_TOKEN, BOS_TOKEN, UNK_TOKEN, MASK_TOKEN = "<pad>", "<eos>", "<bos>", "<unk>", "<mask>"
@@ -29,7 +29,6 @@ SPECIAL_TOKENS = (PAD_TOKEN, EOS_TOKEN, BOS_TOKEN, UNK_TOKEN, MASK_TOKEN)  # ids
 WORD_START = "\u2581"  # "▁"
 CAPTION_CONNECTIVES = ("and", ",", "an", "empty", "room")
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789,.'-"
-MAX_LENGTH = DEMO_ARCHITECTURE["text"]["max_position_embeddings"]
 
 
 def world_texts() -> list[str]:
@@ -68,7 +67,7 @@ def build_tokenizer(texts: Iterable[str] | None = None):
     return Siglip2Tokenizer(
         vocab=vocab, merges=merges, pad_token=PAD_TOKEN, eos_token=EOS_TOKEN, bos_token=BOS_TOKEN,
         unk_token=UNK_TOKEN, mask_token=MASK_TOKEN, add_bos_token=False, add_eos_token=True,
-        padding_side="right", truncation_side="right", model_max_length=MAX_LENGTH,
+        padding_side="right", truncation_side="right", model_max_length=TEXT_LENGTH,
     )
 
 
