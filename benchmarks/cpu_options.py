@@ -21,7 +21,7 @@ import torch
 from backbone import base_naflex_backbone
 from measure import Figure, interleaved_seconds, print_figures
 
-from siglip2_dense.features import DenseFeatures
+from siglip2_dense.backbone.features import DenseFeatures
 from siglip2_dense.heads import build_head
 
 ADOPT_AT = 1.05

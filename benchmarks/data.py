@@ -26,7 +26,7 @@ from backbone import BASE
 from measure import Figure, print_figures, seconds
 from torch.utils.data import DataLoader
 
-from siglip2_dense.backbone import Backbone
+from siglip2_dense.backbone.siglip import Backbone
 from siglip2_dense.data import ADE20KDataset, build_segmentation_train_transform, collate_padded
 from siglip2_dense.data.write_formats import write_ade20k
 

@@ -5,7 +5,7 @@
     would understate the real model's share) + a 150-class linear head, the ADE20K protocol of
     ``configs/ade20k_linear_siglip2-b16-naflex.yaml`` (short side 512, windows 512 / stride 341,
     1024 patches per window). One ADE20K-sized image (480x640, resized to 512x683: two windows).
-    "eval" is :func:`siglip2_dense.evaluation_loop.evaluate_images` with training's per-image
+    "eval" is :func:`siglip2_dense.evaluation.loop.evaluate_images` with training's per-image
     predictor: preprocessing of every window, the forward, upsampling and accumulation of the
     150-class logits, the resize to the 480x640 label map, argmax and the evaluator update.
     "bare" is ``model(**inputs)`` on the same windows, preprocessed beforehand. One torch thread:
@@ -44,7 +44,7 @@ def base_model():
     """A base NaFlex tower (random weights) and a 150-class linear head, in eval mode."""
     from transformers import Siglip2ImageProcessor, Siglip2VisionConfig, Siglip2VisionModel
 
-    from siglip2_dense.backbone import Backbone
+    from siglip2_dense.backbone.siglip import Backbone
     from siglip2_dense.heads import build_head
     from siglip2_dense.model import DenseModel
 
@@ -57,9 +57,9 @@ def base_model():
 def throughput_figure() -> Figure:
     from siglip2_dense.config import load_config
     from siglip2_dense.data import build_segmentation_eval_transform
-    from siglip2_dense.evaluate_run import dense_model_predictor
     from siglip2_dense.evaluation import SegmentationEvaluator
-    from siglip2_dense.evaluation_loop import evaluate_images
+    from siglip2_dense.evaluation.loop import evaluate_images
+    from siglip2_dense.evaluation.run import dense_model_predictor
     from siglip2_dense.inference import slide_window_boxes
 
     config = load_config(ADE_CONFIG, ["model.backbone=random-base", "data.root=unused"])
@@ -95,7 +95,7 @@ def throughput_figure() -> Figure:
 WRITE_TINY_MODEL = r"""
 import torch
 from transformers import Siglip2ImageProcessor, Siglip2VisionConfig, Siglip2VisionModel
-from siglip2_dense.backbone import load_backbone
+from siglip2_dense.backbone.siglip import load_backbone
 from siglip2_dense.heads import build_head
 from siglip2_dense.model import DenseModel
 torch.manual_seed(0)

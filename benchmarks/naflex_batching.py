@@ -2,7 +2,7 @@
 
 An ADE20K-like size distribution (aspect ratios of ADE20K photos, long side 256-2048 px) at a
 patch budget; the base-size NaFlex backbone (random weights) runs every batch. The grouping is
-:func:`siglip2_dense.naflex_batching.batches_by_shape`, what ``OpenVocabSegmenter.segment_batch``
+:func:`siglip2_dense.backbone.naflex_batching.batches_by_shape`, what ``OpenVocabSegmenter.segment_batch``
 uses. Figures: the padded-token fraction with grouping (target <= 0.10); for the record, the padded
 grid-cell fraction the heads see and grouped / naive images/s (the backbone already trims every
 batch's padding to its longest image, so naive order pads little too).
@@ -17,7 +17,7 @@ import torch
 from backbone import base_naflex_backbone
 from measure import Figure, interleaved_seconds, print_figures
 
-from siglip2_dense.naflex_batching import (
+from siglip2_dense.backbone.naflex_batching import (
     batches_by_shape,
     batches_in_order,
     naflex_grid_size,

@@ -75,8 +75,8 @@ def write_base_checkpoint(folder: Path, words: list[str]) -> None:
 
 def run(miss_labels: int = 1) -> list[Figure]:
     from siglip2_dense.heads.openvocab import probabilities_to_label_map
-    from siglip2_dense.openvocab import OpenVocabSegmenter
-    from siglip2_dense.prompts import canonicalize_text, resolve_templates
+    from siglip2_dense.openvocab.segmenter import OpenVocabSegmenter
+    from siglip2_dense.text.prompts import canonicalize_text, resolve_templates
 
     torch.set_num_threads(2)
     labels = json.loads(resources.files("siglip2_dense").joinpath("assets", "ade20k_150.json").read_text())["classes"]

@@ -54,8 +54,8 @@ def write_data(root: Path) -> Path:
 def run() -> list[Figure]:
     from siglip2_dense.build import build_backbone, build_dataset, build_train_transform
     from siglip2_dense.config import load_config
-    from siglip2_dense.data_order import SeededViews
-    from siglip2_dense.engine import read_log, train
+    from siglip2_dense.data.order import SeededViews
+    from siglip2_dense.training.engine import read_log, train
 
     work = Path(tempfile.mkdtemp(prefix="probe-benchmark-"))
     try:

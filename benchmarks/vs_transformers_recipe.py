@@ -71,7 +71,7 @@ def recipe_seconds(folder: Path, images: list[np.ndarray], labels: list[str]) ->
 
 
 def toolkit_seconds(folder: Path, images: list[np.ndarray], labels: list[str], cache: Path) -> float:
-    from siglip2_dense.openvocab import OpenVocabSegmenter
+    from siglip2_dense.openvocab.segmenter import OpenVocabSegmenter
 
     segmenter = OpenVocabSegmenter.from_pretrained(str(folder), cache_dir=str(cache))
     start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Dense prediction heads: each takes :class:`~siglip2_dense.features.DenseFeatures` and returns
+"""Dense prediction heads: each takes :class:`~siglip2_dense.backbone.features.DenseFeatures` and returns
 outputs on the padded patch grid, with padded cells zero and without influence on real ones.
 
 ``HEADS`` maps a head's name to its class; :func:`build_head` builds one by name. Every head is

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from siglip2_dense.backbone.features import DenseFeatures
 from siglip2_dense.errors import RequestError
-from siglip2_dense.features import DenseFeatures
 
 from .depth_bins import DepthFromBins, check_depth_range
 from .dpt_blocks import READOUTS, STAGE_SCALES, FusionBlock, Reassemble, masked_conv

@@ -11,8 +11,8 @@ from numbers import Integral
 
 import torch
 
+from siglip2_dense.backbone.features import DenseFeatures
 from siglip2_dense.errors import RequestError
-from siglip2_dense.features import DenseFeatures
 
 from .padded_grid import zero_padding
 

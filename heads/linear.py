@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from siglip2_dense.backbone.features import DenseFeatures
 from siglip2_dense.errors import RequestError
-from siglip2_dense.features import DenseFeatures
 
 from .head_inputs import LAYER_CHOICES, broadcast_to_cells, checked_channels, masked_maps, pooled_embedding
 from .masked_batch_norm import MaskedBatchNorm2d

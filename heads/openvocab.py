@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from siglip2_dense.backbone.features import DenseFeatures
 from siglip2_dense.errors import RequestError
-from siglip2_dense.features import DenseFeatures
-from siglip2_dense.text import max_over_synonyms
+from siglip2_dense.text.encoder import max_over_synonyms
 
 __all__ = ["BACKBONE_KWARGS", "VARIANTS", "OpenVocabHead", "probabilities_to_label_map"]
 
@@ -116,7 +116,7 @@ class OpenVocabHead(nn.Module):
         variant: str = "plain",
         gaussian_std: float = 5.0,
     ) -> OpenVocabHead:
-        """A head for a :class:`~siglip2_dense.backbone.Backbone` loaded with :data:`BACKBONE_KWARGS`."""
+        """A head for a :class:`~siglip2_dense.backbone.siglip.Backbone` loaded with :data:`BACKBONE_KWARGS`."""
         expected = [backbone.num_blocks - 2]
         if list(backbone.layers) != expected or backbone.norm:
             raise RequestError(

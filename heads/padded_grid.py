@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from siglip2_dense.features import grid_mask
+from siglip2_dense.backbone.features import grid_mask
 
 
 def grid_sizes_at(grid_sizes: torch.Tensor, up: int = 1, down: int = 1) -> torch.Tensor:

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Backbone": "siglip2_dense.backbone",
-    "load_backbone": "siglip2_dense.backbone",
-    "DenseFeatures": "siglip2_dense.features",
-    "tokens_to_grid": "siglip2_dense.features",
+    "Backbone": "siglip2_dense.backbone.siglip",
+    "load_backbone": "siglip2_dense.backbone.siglip",
+    "DenseFeatures": "siglip2_dense.backbone.features",
+    "tokens_to_grid": "siglip2_dense.backbone.features",
     "DenseModel": "siglip2_dense.model",
-    "OpenVocabSegmenter": "siglip2_dense.openvocab",
-    "OpenVocabResult": "siglip2_dense.openvocab_result",
-    "TextEncoder": "siglip2_dense.text",
+    "OpenVocabSegmenter": "siglip2_dense.openvocab.segmenter",
+    "OpenVocabResult": "siglip2_dense.openvocab.result",
+    "TextEncoder": "siglip2_dense.text.encoder",
 }
 
 __all__ = [
@@ -37,12 +37,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from siglip2_dense.backbone import Backbone, load_backbone
-    from siglip2_dense.features import DenseFeatures, tokens_to_grid
+    from siglip2_dense.backbone.features import DenseFeatures, tokens_to_grid
+    from siglip2_dense.backbone.siglip import Backbone, load_backbone
     from siglip2_dense.model import DenseModel
-    from siglip2_dense.openvocab import OpenVocabSegmenter
-    from siglip2_dense.openvocab_result import OpenVocabResult
-    from siglip2_dense.text import TextEncoder
+    from siglip2_dense.openvocab.result import OpenVocabResult
+    from siglip2_dense.openvocab.segmenter import OpenVocabSegmenter
+    from siglip2_dense.text.encoder import TextEncoder
 
 
 assert sorted(__all__) == sorted(_EXPORTS), "every export is listed once in __all__"

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from siglip2_dense.backbone import load_backbone
+from siglip2_dense.backbone.siglip import load_backbone
 from siglip2_dense.config import ExperimentConfig
 from siglip2_dense.errors import ConfigError, RequestError
-from siglip2_dense.evaluation_loop import TARGET_KEYS
+from siglip2_dense.evaluation.loop import TARGET_KEYS
 
 ItemTransform = Callable[[dict[str, Any]], dict[str, Any]]
 CLASS_COUNT_ARGUMENTS = ("num_classes", "num_outputs")

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from siglip2_dense.backbone.features import DenseFeatures
+from siglip2_dense.backbone.layer_indices import resolve_layer_indices
 from siglip2_dense.errors import ConfigError
-from siglip2_dense.features import DenseFeatures
-from siglip2_dense.layer_indices import resolve_layer_indices
 from siglip2_dense.model import cast_features, head_dtype
 
 

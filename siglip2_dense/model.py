@@ -36,9 +36,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from siglip2_dense.backbone import load_backbone
+from siglip2_dense.backbone.features import DenseFeatures
+from siglip2_dense.backbone.siglip import load_backbone
 from siglip2_dense.errors import CheckpointError, MissingFileError
-from siglip2_dense.features import DenseFeatures
 from siglip2_dense.heads import build_head, head_name
 
 CONFIG_FILE = "dense_model.json"

@@ -8,6 +8,7 @@ through the same public loaders a hub checkpoint takes. Built once per test sess
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -154,3 +155,22 @@ def build_tiny_naflex_with_text(source: Path, directory: Path, seed: int = 0) ->
 @pytest.fixture(scope="session")
 def tiny_naflex_text_dir(tiny_naflex_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_naflex_with_text(tiny_naflex_dir, tmp_path_factory.mktemp("tiny-siglip2-naflex-text"))
+
+
+def is_missing(value: object) -> bool:
+    """A metric with nothing to average: NaN in memory, ``null`` once written as JSON."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def assert_close_with_missing(got: list, want: list, rel: float, what: str = "") -> None:
+    """``got == want`` elementwise within ``rel``, and NaN / ``None`` at exactly the same places.
+
+    pytest >= 9 refuses ``approx`` on ``None`` or strings, so missing entries are compared by
+    position and the others with ``approx`` (a missing entry on one side only fails).
+    """
+    assert len(got) == len(want), f"{what}: {len(got)} values, expected {len(want)}"
+    got_missing = [i for i, v in enumerate(got) if is_missing(v)]
+    want_missing = [i for i, v in enumerate(want) if is_missing(v)]
+    assert got_missing == want_missing, f"{what}: missing at {got_missing}, expected {want_missing}"
+    present = [i for i in range(len(want)) if i not in want_missing]
+    assert [got[i] for i in present] == pytest.approx([want[i] for i in present], rel=rel), what

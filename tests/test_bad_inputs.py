@@ -32,7 +32,6 @@ from bad_input_files import (
 from PIL import Image, ImageOps
 
 import siglip2_dense as sd
-from siglip2_dense.checkpoint import capture_rng_state, load_checkpoint, save_checkpoint
 from siglip2_dense.cli import EXIT_ERROR, report_error
 from siglip2_dense.config import load_config
 from siglip2_dense.data import ADE20KDataset, FolderSegmentationDataset, NYUv2Dataset, write_synthetic
@@ -43,8 +42,9 @@ from siglip2_dense.head_grid import HeadGrid
 from siglip2_dense.heads import build_head
 from siglip2_dense.image_input import MAX_IMAGE_PIXELS
 from siglip2_dense.model import CONFIG_FILE, DenseModel
-from siglip2_dense.openvocab import OpenVocabSegmenter
-from siglip2_dense.prompts import read_label_file
+from siglip2_dense.openvocab.segmenter import OpenVocabSegmenter
+from siglip2_dense.text.prompts import read_label_file
+from siglip2_dense.training.checkpoint import capture_rng_state, load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 LINEAR = ROOT / "configs" / "synthetic_linear_tiny.yaml"
@@ -332,7 +332,7 @@ def test_a_500_character_label_is_cut_to_64_tokens_with_a_warning(segmenter, cap
     words = "cat dog sky tree person road grass water house ".split()
     long_label = " ".join(words[i % len(words)] for i in range(200))[:500]
     assert len(long_label) == 500
-    with caplog.at_level(logging.WARNING, logger="siglip2_dense.text"):
+    with caplog.at_level(logging.WARNING, logger="siglip2_dense.text.encoder"):
         embedded = segmenter.encode_labels([long_label, long_label + " mountain sea floor"])
     assert any("tokens long; the text tower reads its first 64" in r.getMessage() for r in caplog.records)
     assert torch.equal(embedded.embeddings[0], embedded.embeddings[1])  # the words past token 64 are not read
@@ -448,7 +448,7 @@ def test_step_checkpoint_with_corrupt_files_of_the_right_size(naflex, tmp_path):
 
 
 def test_feature_cache_with_a_torn_manifest(tmp_path):
-    from siglip2_dense.feature_cache import MANIFEST, CachedFeatures
+    from siglip2_dense.training.feature_cache import MANIFEST, CachedFeatures
 
     (tmp_path / MANIFEST).write_text('{"inputs": {"storage_dtype": "float')
     with pytest.raises(DataError, match=rf"the feature cache {tmp_path} is corrupt .*delete that folder"):

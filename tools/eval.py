@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from siglip2_dense.evaluate_run import load_eval_config, run_evaluation
+    from siglip2_dense.evaluation.run import load_eval_config, run_evaluation
 
     config = load_eval_config(args.config, args.overrides, args.checkpoint, args.open_vocab)
     result = run_evaluation(

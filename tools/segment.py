@@ -25,8 +25,8 @@ LABEL_HELP = (
 
 def build_parser() -> argparse.ArgumentParser:
     from siglip2_dense.heads.openvocab import VARIANTS
-    from siglip2_dense.openvocab import DEFAULT_CHECKPOINT, INFERENCE_MODES
-    from siglip2_dense.prompts import TEMPLATE_SETS
+    from siglip2_dense.openvocab.segmenter import DEFAULT_CHECKPOINT, INFERENCE_MODES
+    from siglip2_dense.text.prompts import TEMPLATE_SETS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("images", nargs="+", type=Path, help="image files")
@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from siglip2_dense.data.image_io import read_rgb
     from siglip2_dense.errors import MissingFileError
-    from siglip2_dense.openvocab import OpenVocabSegmenter
-    from siglip2_dense.prompts import parse_label_string, read_label_file
+    from siglip2_dense.openvocab.segmenter import OpenVocabSegmenter
+    from siglip2_dense.text.prompts import parse_label_string, read_label_file
 
     labels = read_label_file(args.labels_file) if args.labels_file else parse_label_string(args.labels)
     if len(labels) == 1 and "," in labels[0]:

@@ -26,7 +26,7 @@ import sys
 
 from siglip2_dense.cli import run_tool
 from siglip2_dense.config import load_config
-from siglip2_dense.engine import train
+from siglip2_dense.training.engine import train
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,8 +6,8 @@ Writes the checkpoint (config.json, model.safetensors, tokenizer files, preproce
 and ``training.json`` (recipe, seed, steps, training time, measured figures) into ``--out``.
 During training, ``--evaluate-every`` measures zero-shot accuracy and open-vocabulary mIoU on
 validation scenes (training seed range, past the pool, never trained on); the final figures are
-measured on the held-out scenes (:func:`siglip2_dense.demo_data.held_out_scene_seed`), which
-nothing in training sees. See :mod:`siglip2_dense.demo_training` for the recipe.
+measured on the held-out scenes (:func:`siglip2_dense.demo.data.held_out_scene_seed`), which
+nothing in training sees. See :mod:`siglip2_dense.demo.training` for the recipe.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from siglip2_dense.cli import run_tool
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from siglip2_dense.demo_training import DemoRecipe
+    from siglip2_dense.demo.training import DemoRecipe
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("assets/demo-siglip2"), help="checkpoint folder")
@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from siglip2_dense.demo_evaluation import evaluate_demo_checkpoint, held_out_scenes, validation_scenes
-    from siglip2_dense.demo_training import DemoRecipe, train_demo_model, write_training_record
+    from siglip2_dense.demo.evaluation import evaluate_demo_checkpoint, held_out_scenes, validation_scenes
+    from siglip2_dense.demo.training import DemoRecipe, train_demo_model, write_training_record
 
     torch.set_num_threads(args.threads)
     recipe = DemoRecipe(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoRecipe)})

@@ -32,9 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from siglip2_dense.backbone import load_backbone
+    from siglip2_dense.backbone.feature_pca import feature_pca_picture
+    from siglip2_dense.backbone.siglip import load_backbone
     from siglip2_dense.data.image_io import read_rgb, write_rgb
-    from siglip2_dense.feature_pca import feature_pca_picture
 
     out = args.out if args.out is not None else Path(f"{args.image.stem}_pca.png")
     image = read_rgb(args.image, apply_exif_orientation=True)

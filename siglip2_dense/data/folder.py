@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from siglip2_dense.data.image_io import IMAGE_SUFFIXES, read_label_map, read_rgb
 from siglip2_dense.errors import DataError, MissingFileError, RequestError
-from siglip2_dense.text_files import read_text_file
+from siglip2_dense.files import read_text_file
 
 
 def read_class_names(path: str | os.PathLike) -> tuple[str, ...]:

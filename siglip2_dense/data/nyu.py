@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 
 from siglip2_dense.data.image_io import read_rgb, read_unchanged
 from siglip2_dense.errors import DataError, MissingFileError, RequestError
-from siglip2_dense.text_files import read_text_file
+from siglip2_dense.files import read_text_file
 
 NYU_SPLITS = ("train", "test")
 NYU_LAYOUTS = ("bts", "mat")

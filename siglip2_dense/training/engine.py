@@ -1,0 +1,360 @@
+"""The training loop: iteration-based, as DINOv2 / DINOv3's linear-probe protocols, top to bottom.
+
+One process::
+
+    python tools/train.py --config configs/ade20k_linear_siglip2-b16-naflex.yaml
+
+N processes on one machine (DDP; NCCL on GPUs, gloo on CPUs; ``train.batch_size`` stays the
+global batch, each process takes ``batch_size / N``)::
+
+    torchrun --nproc_per_node N tools/train.py --config configs/ade20k_linear_siglip2-b16-naflex.yaml
+
+Per step: ``grad_accum_steps`` micro-batches -> backbone features (or cached ones) -> every head
+-> outputs resized to the crop's pixels -> loss (cross-entropy averaged over the labelled pixels
+of the whole global batch, so N processes and accumulation give the 1-process gradient; depth:
+``losses.depth_loss``) -> backward -> per-head gradient clipping -> AdamW -> lr schedule. Every
+``val_every`` steps every head is validated (:mod:`.validation`), the best head so far is saved
+as a ``DenseModel`` in ``<output_dir>/best``; every ``checkpoint_every`` steps a resumable
+checkpoint is written (:mod:`.checkpoint`). Rank 0 writes ``config.yaml``, ``log.jsonl`` and the
+checkpoints, and shows a progress bar.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from siglip2_dense.build import (
+    build_backbone,
+    build_dataset,
+    build_eval_transform,
+    build_head_from_config,
+    build_train_transform,
+    resolve_training_device,
+)
+from siglip2_dense.config import ExperimentConfig, config_to_yaml, output_dir, save_config
+from siglip2_dense.data.ade20k import IGNORE_INDEX
+from siglip2_dense.data.collate import collate_padded
+from siglip2_dense.data.order import SeededViews, StepBatchSampler, data_position, derived_seed
+from siglip2_dense.distributed import (
+    ProcessContext,
+    all_reduce_sum,
+    close_processes,
+    gather_objects,
+    init_processes,
+    raise_if_lost_process,
+)
+from siglip2_dense.errors import ConfigError
+from siglip2_dense.evaluation.grid_to_pixels import outputs_to_pixels
+from siglip2_dense.head_grid import HeadGrid, layer_positions
+from siglip2_dense.losses import depth_loss
+from siglip2_dense.training.checkpoint import (
+    capture_rng_state,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from siglip2_dense.training.feature_cache import build_feature_cache, collate_cached
+from siglip2_dense.training.optim import HeadGroup, build_optimizer, build_scheduler, clip_gradients
+from siglip2_dense.training.run_files import JsonLinesLog, recover_best_model, save_best_model
+from siglip2_dense.training.sync_batch_norm import convert_to_sync_batch_norm
+from siglip2_dense.training.validation import check_eval_config, evaluate, main_metric
+
+DROPOUT_STREAM = 3
+
+
+def train(config: ExperimentConfig) -> dict[str, Any]:
+    """Run ``config`` to ``train.iterations`` (resuming when asked); return the best head's record.
+
+    Returns:
+        ``{"best": {"metric", "value", "step", "head", "lr", "layers", "metrics"} or None,
+        "last_metrics": [per-head metrics of the last validation], "output_dir": str, "step": int}``.
+    """
+    context = init_processes(resolve_training_device(config.train.device))
+    try:
+        return _train(config, context)
+    except Exception as error:
+        raise_if_lost_process(error, context)
+        raise
+    finally:
+        close_processes(context)
+
+
+def _train(config: ExperimentConfig, context: ProcessContext) -> dict[str, Any]:
+    tc = config.train
+    device = context.device
+    out = output_dir(config)
+    seed_everything(tc.seed)  # the same head initialisation in every process
+
+    # --- model: the backbone and one head per (lr, layers) grid entry --------------------------
+    backbone = build_backbone(config, device)
+    check_eval_config(config, backbone)
+    entries = grid_entries(config)
+    if len(entries) > 1 and backbone.tuned:
+        raise ConfigError("train.lr_grid / train.layer_grid train several heads on shared features: "
+                          "they need a frozen backbone (model.tune_last_blocks=0)")
+    positions = [layer_positions(backbone, layers) for _, layers in entries]
+    heads = [build_head_from_config(config, [backbone.out_channels[p] for p in pos]).to(device) for pos in positions]
+    grid = HeadGrid(backbone, heads, positions)
+    if context.distributed:
+        convert_to_sync_batch_norm(grid.heads)
+    torch.manual_seed(derived_seed(tc.seed, DROPOUT_STREAM, context.rank))  # dropout differs between processes
+
+    # --- data: seeded views (or their cached features) in an order fixed by (seed, step) --------
+    views = SeededViews(build_dataset(config, config.data.train_split), build_train_transform(config),
+                        tc.seed, config.data.train_views)
+    val_set = build_dataset(config, config.data.val_split, build_eval_transform(config))
+    autocast = autocast_factory(tc.precision, device)
+    per_process = tc.batch_size // context.world_size
+    if tc.feature_cache:
+        cache_root = Path(tc.feature_cache_dir) if tc.feature_cache_dir else out / "feature_cache"
+        train_items = build_feature_cache(backbone, views, config, context, cache_root, autocast, per_process)
+        collate: Callable = collate_cached
+    else:
+        train_items, collate = views, collate_views
+
+    # --- optimisation ----------------------------------------------------------------------------
+    optimizer = build_optimizer([HeadGroup(list(h.named_parameters()), lr) for h, (lr, _) in zip(heads, entries)],
+                                backbone if backbone.tuned else None, tc)
+    scheduler = build_scheduler(optimizer, tc)
+    clip_sets = [list(h.parameters()) + (list(backbone.parameters()) if backbone.tuned else []) for h in heads]
+
+    # --- resume ----------------------------------------------------------------------------------
+    start_step, best, rng_state = 0, None, None
+    resume_from = resume_checkpoint(tc.resume, out)
+    if resume_from is not None:
+        state, rng_state = load_checkpoint(resume_from, grid, optimizer, scheduler, context.rank)
+        check_resumable(state, config)
+        start_step, best = int(state["step"]), state["best"]
+    model = grid
+    if context.distributed:
+        # a tuned backbone has parameters no head reads (e.g. the MAP head when pooled is unused)
+        model = DistributedDataParallel(grid, device_ids=[device] if device.type == "cuda" else None,
+                                        find_unused_parameters=backbone.tuned)
+
+    sampler = StepBatchSampler(len(train_items), tc.batch_size, tc.seed, start_step, tc.iterations,
+                               context.rank, context.world_size, tc.grad_accum_steps)
+    loader = DataLoader(train_items, batch_sampler=sampler, collate_fn=collate, num_workers=config.data.num_workers,
+                        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(tc.seed))
+    batches = iter(loader)
+    if rng_state is not None:
+        restore_rng_state(rng_state)  # after everything that draws at start-up, as in the uninterrupted run
+
+    log = JsonLinesLog(out / "log.jsonl", keep_up_to_step=start_step) if context.is_main else None
+    if context.is_main:
+        recover_best_model(out)
+        save_config(config, out / "config.yaml")
+        log.write({"event": "start", "name": config.name, "step": start_step, "world_size": context.world_size,
+                   "resumed_from": str(resume_from) if resume_from else None, "heads": describe_entries(entries)})
+    progress = tqdm(total=tc.iterations, initial=start_step, disable=not context.is_main, desc=config.name,
+                    dynamic_ncols=True)
+
+    # --- the loop ------------------------------------------------------------------------------
+    grid.train()
+    window_loss, window_steps, window_seconds = torch.zeros(len(heads), dtype=torch.float64), 0, 0.0
+    last_metrics: list[dict[str, Any]] = []
+    for step in range(start_step, tc.iterations):
+        step_start = time.perf_counter()
+        micro_batches = [next(batches) for _ in range(tc.grad_accum_steps)]
+        normaliser = loss_normaliser(config, micro_batches, context)
+        step_loss = torch.zeros(len(heads), dtype=torch.float64)
+        for index, batch in enumerate(micro_batches):
+            last = index == len(micro_batches) - 1
+            sync = contextlib.nullcontext() if last or not context.distributed else model.no_sync()
+            with sync:
+                with autocast():
+                    outputs = forward_to_pixels(model, grid, batch, config, device)
+                losses = head_losses(grid.split(outputs), batch["target"].to(device), config, normaliser, context)
+                losses.sum().backward()
+            step_loss += losses.detach().double().cpu()
+        clip_gradients(clip_sets, tc.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+
+        window_loss += all_reduce_sum(step_loss.to(device)).cpu() / context.world_size
+        window_steps += 1
+        window_seconds += time.perf_counter() - step_start
+        progress.update(1)
+        if done % tc.log_every == 0 or done == tc.iterations:
+            losses_now = (window_loss / window_steps).tolist()
+            epoch, position = data_position(step, len(train_items), tc.batch_size)
+            if log is not None:
+                log.write({"step": done, "loss": float(np.mean(losses_now)), "head_losses": losses_now,
+                           "lr": optimizer.param_groups[0]["lr"], "images_per_s": window_steps * tc.batch_size / window_seconds,
+                           "epoch": epoch, "batch_in_epoch": position})
+            progress.set_postfix(loss=f"{np.mean(losses_now):.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+            window_loss, window_steps, window_seconds = torch.zeros(len(heads), dtype=torch.float64), 0, 0.0
+
+        if (tc.val_every and done % tc.val_every == 0) or done == tc.iterations:
+            val_start = time.perf_counter()
+            last_metrics = evaluate(grid, val_set, config, device, context.rank, context.world_size, autocast)
+            best = update_best(best, last_metrics, entries, done, config, grid, out, context)
+            if log is not None:
+                log.write({"step": done, "metrics": [summarise(m) for m in last_metrics], "best": best,
+                           "seconds": time.perf_counter() - val_start})
+            grid.train()
+
+        if (tc.checkpoint_every and done % tc.checkpoint_every == 0) or done == tc.iterations:
+            rng_states = gather_objects(capture_rng_state())
+            if context.is_main:
+                epoch, position = data_position(done, len(train_items), tc.batch_size)
+                trainer_state = {"epoch": epoch, "batch_in_epoch": position, "seed": tc.seed,
+                                 "batch_size": tc.batch_size, "world_size": context.world_size, "best": best,
+                                 "heads": describe_entries(entries)}
+                save_checkpoint(out, done, grid, optimizer, scheduler, trainer_state, rng_states,
+                                config_to_yaml(config), tc.keep_checkpoints)
+    progress.close()
+    return {"best": best, "last_metrics": last_metrics, "output_dir": str(out), "step": tc.iterations}
+
+
+# --- the pieces the loop calls, in the order it calls them -----------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def grid_entries(config: ExperimentConfig) -> list[tuple[float, list[int] | None]]:
+    """``(lr, layers)`` of every head: the lr grid (or ``train.lr``) crossed with the layer grid (or all)."""
+    lrs = list(config.train.lr_grid) or [config.train.lr]
+    layer_choices: list[list[int] | None] = [list(c) for c in config.train.layer_grid] or [None]
+    return [(float(lr), layers) for layers in layer_choices for lr in lrs]
+
+
+def describe_entries(entries: list[tuple[float, list[int] | None]]) -> list[dict[str, Any]]:
+    return [{"lr": lr, "layers": layers} for lr, layers in entries]
+
+
+def autocast_factory(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """``auto``: bf16 autocast on CUDA, none (float32) on CPU; ``bf16`` / ``fp32`` force it either way."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+    def autocast() -> contextlib.AbstractContextManager:
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+    return autocast
+
+
+def collate_views(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Training crops (all ``crop_size``) -> ``{"images": B [H, W, 3] uint8 tensors, "target": [B, H, W]}``."""
+    batch = collate_padded(items)
+    target = batch["mask"] if "mask" in batch else batch["depth"]
+    return {"images": list(batch["image"].permute(0, 2, 3, 1)), "target": target}
+
+
+def resume_checkpoint(resume: str, out: Path) -> Path | None:
+    """``train.resume``: "" -> None; "auto" -> the newest complete checkpoint (None if none); else that path."""
+    if not resume:
+        return None
+    if resume == "auto":
+        return latest_checkpoint(out)
+    return Path(resume)
+
+
+def check_resumable(state: dict[str, Any], config: ExperimentConfig) -> None:
+    """The data order is a function of (seed, batch size): both must match the checkpoint's."""
+    for key in ("seed", "batch_size"):
+        if state[key] != getattr(config.train, key):
+            raise ConfigError(f"cannot resume: the checkpoint has train.{key}={state[key]}, this run "
+                              f"{getattr(config.train, key)}; the data order would differ")
+
+
+def loss_normaliser(config: ExperimentConfig, micro_batches: list[dict[str, Any]], context: ProcessContext) -> float:
+    """Segmentation: labelled pixels in the whole global batch (all processes, all micro-batches); depth: 1."""
+    if config.task != "segmentation":
+        return 1.0
+    labelled = sum(int((batch["target"] != IGNORE_INDEX).sum()) for batch in micro_batches)
+    total = all_reduce_sum(torch.tensor([labelled], dtype=torch.float64, device=context.device))
+    return max(float(total[0]), 1.0)
+
+
+def forward_to_pixels(
+    model: torch.nn.Module, grid: HeadGrid, batch: dict[str, Any], config: ExperimentConfig, device: torch.device
+) -> torch.Tensor:
+    """A training micro-batch -> every head's outputs at the crop's pixels ``[B, G*K, H, W]`` (float32)."""
+    backbone = grid.backbone
+    crop = tuple(batch["target"].shape[-2:])
+    if "features" in batch:
+        features = batch["features"]
+        features = type(features)(maps=[m.to(device, non_blocking=True) for m in features.maps],
+                                  mask=features.mask.to(device), grid_sizes=features.grid_sizes.to(device),
+                                  pooled=features.pooled.to(device) if features.pooled is not None else None)
+        outputs = model(features=features)
+        grid_sizes = features.grid_sizes
+    else:
+        kwargs = {"max_num_patches": config.model.max_num_patches} if backbone.is_naflex else {}
+        inputs = backbone.preprocess(batch["images"], **kwargs)
+        outputs = model(**inputs)
+        grid_sizes = inputs["spatial_shapes"]
+    return outputs_to_pixels(outputs, grid_sizes, crop, backbone.patch_size, backbone.is_naflex)
+
+
+def head_losses(
+    outputs: list[torch.Tensor], target: torch.Tensor, config: ExperimentConfig, normaliser: float,
+    context: ProcessContext,
+) -> torch.Tensor:
+    """``[G]`` losses of one micro-batch, scaled so that DDP's gradient average and accumulation sum
+    give the gradient of the global-batch loss."""
+    losses = []
+    for head_outputs in outputs:
+        if config.task == "segmentation":
+            summed = torch.nn.functional.cross_entropy(head_outputs.float(), target.long(), ignore_index=IGNORE_INDEX,
+                                                       reduction="sum")
+            losses.append(summed / normaliser * context.world_size)
+        else:
+            loss = depth_loss(head_outputs.float(), target.float(), config.data.min_depth, config.data.max_depth,
+                              **config.train.loss_args)
+            losses.append(loss / config.train.grad_accum_steps)
+    return torch.stack(losses)
+
+
+def summarise(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The scalar metrics of one head (per-class lists left out of the log)."""
+    return {k: v for k, v in metrics.items() if not isinstance(v, list)}
+
+
+def update_best(
+    best: dict[str, Any] | None, metrics: list[dict[str, Any]], entries: list[tuple[float, list[int] | None]],
+    step: int, config: ExperimentConfig, grid: HeadGrid, out: Path, context: ProcessContext,
+) -> dict[str, Any] | None:
+    """Pick the best head of this validation; if it beats ``best``, rank 0 saves it to ``<out>/best``."""
+    name, higher = main_metric(config.task)
+    values = [float(m[name]) for m in metrics]
+    finite = [i for i, v in enumerate(values) if np.isfinite(v)]
+    if not finite:
+        return best
+    head = max(finite, key=lambda i: values[i]) if higher else min(finite, key=lambda i: values[i])
+    value = values[head]
+    improved = best is None or (value > best["value"] if higher else value < best["value"])
+    if not improved:
+        return best
+    record = {"metric": name, "value": value, "step": step, "head": head, "lr": entries[head][0],
+              "layers": entries[head][1], "metrics": summarise(metrics[head])}
+    if context.is_main:
+        save_best_model(out, grid, head, record)
+    return record
+
+
+def read_log(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """The records of a run's ``log.jsonl``."""
+    with open(path, encoding="utf-8") as stream:
+        for line in stream:
+            if line.strip():
+                yield json.loads(line)

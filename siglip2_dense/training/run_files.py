@@ -1,0 +1,88 @@
+"""The files a run writes besides its checkpoints: ``log.jsonl`` and the best model.
+
+- ``log.jsonl``: one JSON object per line -- a ``start`` record per (re)start, training records
+  ``{"step", "loss", "head_losses", "lr", "images_per_s", "epoch", "batch_in_epoch"}`` and validation
+  records ``{"step", "metrics": [per head], "best", "seconds"}`` (seconds: the validation's wall
+  time). A resumed run first drops the records of steps after its checkpoint (written by the run
+  that crashed), so the log reads as one run.
+- ``best/``: the best head so far as a ``DenseModel`` directory (``dense_model.json``,
+  ``head.safetensors`` [, ``backbone.safetensors``]) plus ``metrics.json``; written under a
+  temporary name and swapped into place (:func:`recover_best_model` tidies up after a kill).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from siglip2_dense.errors import DataError
+from siglip2_dense.head_grid import HeadGrid, backbone_with_layers
+from siglip2_dense.model import DenseModel, write_atomically
+from siglip2_dense.training.checkpoint import replace_directory, restore_moved_aside
+
+BEST_DIR = "best"
+
+
+class JsonLinesLog:
+    """Append JSON records to ``path``, one per line, flushed at once.
+
+    Args:
+        keep_up_to_step: drop existing records whose ``step`` is larger (a resumed run's future).
+    """
+
+    def __init__(self, path: Path, keep_up_to_step: int = 0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file():
+            kept = [line for line, record in read_records(self.path) if record.get("step", 0) <= keep_up_to_step]
+            text = "".join(line + "\n" for line in kept)
+            write_atomically(self.path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as stream:
+            stream.write(json.dumps(record) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+
+
+def read_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(line, record)`` of each line of a JSON-lines log; a last line cut short by a kill is left out.
+
+    Raises:
+        DataError: a line other than the last is not a JSON object.
+    """
+    lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            if number == len(lines):
+                break  # the write the kill interrupted
+            raise DataError(f"{path} line {number} is not a JSON record: {line[:80]!r}; fix or delete that line")
+        records.append((line, record))
+    return records
+
+
+def save_best_model(output_dir: Path, grid: HeadGrid, head: int, record: dict[str, Any]) -> Path:
+    """Save head ``head`` of ``grid`` (with the layers it reads) as ``<output_dir>/best`` + ``metrics.json``."""
+    tmp = output_dir / f".{BEST_DIR}.tmp-{os.getpid()}"
+    backbone = backbone_with_layers(grid.backbone, grid.positions[head])
+    DenseModel(backbone, grid.heads[head]).save_pretrained(tmp)
+    (tmp / "metrics.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    final = output_dir / BEST_DIR
+    replace_directory(tmp, final)
+    return final
+
+
+def recover_best_model(output_dir: Path) -> None:
+    """After a kill during :func:`save_best_model`: put the previous ``best/`` back if the kill came
+    mid-swap, and delete half-written temporary copies."""
+    restore_moved_aside(output_dir / BEST_DIR)
+    for stale in output_dir.glob(f".{BEST_DIR}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
