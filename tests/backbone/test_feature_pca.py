@@ -87,7 +87,8 @@ def test_tool_writes_the_picture(tiny_naflex_dir, rng, tmp_path, capsys):
     image_path, out = tmp_path / "street.png", tmp_path / "street_pca.png"
     Image.fromarray(rng.integers(0, 256, (36, 20, 3), dtype=np.uint8)).save(image_path)
     assert tool.main([str(image_path), "--model", str(tiny_naflex_dir), "--out", str(out), "--layer", "-1"]) == 0
-    assert Image.open(out).size == (40, 36)
+    with Image.open(out) as picture:
+        assert picture.size == (40, 36)
     capsys.readouterr()
     assert tool.main([str(tmp_path / "missing.png"), "--model", str(tiny_naflex_dir)]) == 2
     assert capsys.readouterr().err.startswith("error: file not found")
