@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 from siglip2_dense.errors import ConfigError, MissingFileError
+from siglip2_dense.files import write_text_atomic
 
 TASKS = ("segmentation", "depth")
 DATASETS = ("ade20k", "nyu", "folder")
@@ -369,17 +369,7 @@ def config_to_yaml(config: ExperimentConfig) -> str:
 def save_config(config: ExperimentConfig, path: str | os.PathLike) -> Path:
     """Write the resolved config as YAML to ``path`` atomically (temporary file + rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(config_to_yaml(config))
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, config_to_yaml(config))
     return path
 
 

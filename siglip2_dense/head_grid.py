@@ -18,7 +18,7 @@ from torch import nn
 from siglip2_dense.backbone.features import DenseFeatures
 from siglip2_dense.backbone.layer_indices import resolve_layer_indices
 from siglip2_dense.errors import ConfigError
-from siglip2_dense.model import cast_features, head_dtype
+from siglip2_dense.model import cast_features, check_keys_and_shapes, head_dtype, tuned_parameters
 
 
 def layer_positions(backbone: nn.Module, blocks: Sequence[int] | None) -> list[int]:
@@ -101,3 +101,22 @@ class HeadGrid(nn.Module):
     def split(self, outputs: torch.Tensor) -> list[torch.Tensor]:
         """``[B, G * K, ...]`` -> G tensors ``[B, K, ...]``."""
         return list(outputs.chunk(self.num_heads, dim=1))
+
+
+def trained_tensors(grid: nn.Module) -> dict[str, torch.Tensor]:
+    """Every head's state dict (``heads.<g>.<key>``) and the tuned backbone parameters (``backbone.<name>``)."""
+    tensors = {f"heads.{key}": value for key, value in grid.heads.state_dict().items()}
+    tensors.update({f"backbone.{name}": p for name, p in tuned_parameters(grid.backbone).items()})
+    return {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
+
+
+def load_trained_tensors(grid: nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    """Load :func:`trained_tensors` back, strictly (missing, unexpected and mis-shaped keys are errors)."""
+    expected = {f"heads.{k}": v.shape for k, v in grid.heads.state_dict().items()}
+    tuned = tuned_parameters(grid.backbone)
+    expected.update({f"backbone.{name}": p.shape for name, p in tuned.items()})
+    check_keys_and_shapes(saved, expected, "checkpoint model")
+    grid.heads.load_state_dict({k[len("heads."):]: v for k, v in saved.items() if k.startswith("heads.")}, strict=True)
+    with torch.no_grad():
+        for name, parameter in tuned.items():
+            parameter.copy_(saved[f"backbone.{name}"])

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from torch import nn
 from siglip2_dense.backbone.features import DenseFeatures
 from siglip2_dense.backbone.siglip import load_backbone
 from siglip2_dense.errors import CheckpointError, MissingFileError
+from siglip2_dense.files import atomic_output, write_json
 from siglip2_dense.heads import build_head, head_name
 
 CONFIG_FILE = "dense_model.json"
@@ -188,9 +188,8 @@ def save_dense_model_config(directory: str | os.PathLike, backbone: nn.Module, h
     """Write ``dense_model.json`` for ``backbone`` + ``head`` into ``directory`` atomically; returns its path."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(dense_model_config(backbone, head), indent=2, sort_keys=False) + "\n"
     path = directory / CONFIG_FILE
-    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_json(path, dense_model_config(backbone, head), indent=2)
     return path
 
 
@@ -207,29 +206,16 @@ def save_dense_model(directory: str | os.PathLike, backbone: nn.Module, head: nn
     directory.mkdir(parents=True, exist_ok=True)
     config = dense_model_config(backbone, head)
     head_tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
-    write_atomically(directory / HEAD_WEIGHTS_FILE, lambda tmp: save_file(head_tensors, str(tmp)))
+    with atomic_output(directory / HEAD_WEIGHTS_FILE, durable=True) as tmp:
+        save_file(head_tensors, str(tmp))
     if backbone.tuned:
         tensors = {k: p.detach().cpu().contiguous() for k, p in tuned_parameters(backbone).items()}
-        write_atomically(directory / BACKBONE_WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)))
+        with atomic_output(directory / BACKBONE_WEIGHTS_FILE, durable=True) as tmp:
+            save_file(tensors, str(tmp))
     save_dense_model_config(directory, backbone, head)
     if config["weights"]["backbone"] is None:
         (directory / BACKBONE_WEIGHTS_FILE).unlink(missing_ok=True)
     return directory
-
-
-def write_atomically(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, flush it to disk, rename it to ``path``."""
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as stream:
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # --- what gets loaded ------------------------------------------------------------------------

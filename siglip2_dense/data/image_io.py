@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,16 +27,9 @@ import numpy as np
 from PIL import Image
 
 from siglip2_dense.errors import DataError, MissingFileError, RequestError
+from siglip2_dense.files import write_bytes_atomic
 from siglip2_dense.image_input import MAX_IMAGE_PIXELS, to_rgb_uint8
 
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -207,28 +197,3 @@ def _write_encoded(path: str | os.PathLike, array: np.ndarray, params: list[int]
     if not ok:
         raise DataError(f"OpenCV could not encode {path} as {path.suffix}")
     write_bytes_atomic(path, encoded.tobytes())
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(data)
-
-
-@contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it is renamed to ``path``, else removed.
-
-    For writers that want a file name (h5py, scipy.io.savemat) rather than bytes.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

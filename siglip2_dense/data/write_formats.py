@@ -29,10 +29,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from siglip2_dense.data.image_io import atomic_output, write_bytes_atomic, write_png, write_rgb
+from siglip2_dense.data.image_io import write_png, write_rgb
 from siglip2_dense.data.nyu import BTS_DATA_DIRS, BTS_LIST_FILES, LABELED_MAT_FILE, SPLITS_MAT_FILE
 from siglip2_dense.data.synthetic import CLASS_NAMES, SyntheticScene, make_scene, scene_seed
 from siglip2_dense.errors import RequestError
+from siglip2_dense.files import atomic_output, write_bytes_atomic
 
 FORMATS = ("ade20k", "nyu-bts", "nyu-mat", "folder")
 Size = tuple[int, int]

@@ -43,7 +43,6 @@ half-size steps for full-size ones cost far more than its 13% fewer steps would 
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -55,7 +54,6 @@ from typing import Any
 import torch
 
 from siglip2_dense.config import TrainConfig
-from siglip2_dense.data.image_io import write_bytes_atomic
 from siglip2_dense.demo.data import (
     ScenePool,
     patchify,
@@ -66,8 +64,8 @@ from siglip2_dense.demo.losses import class_balanced_weights, pairwise_sigmoid_l
 from siglip2_dense.demo.model import DEMO_ARCHITECTURE, build_demo_model
 from siglip2_dense.demo.prompts import prompt_ids, prompt_presence, prompt_targets, tokenize
 from siglip2_dense.demo.tokenizer import build_tokenizer, save_tokenizer
+from siglip2_dense.files import replace_directory, write_json
 from siglip2_dense.heads.openvocab import OpenVocabHead
-from siglip2_dense.training.checkpoint import replace_directory
 from siglip2_dense.training.optim import build_scheduler, split_by_decay
 
 
@@ -269,5 +267,5 @@ def train_demo_model(
 def write_training_record(record: dict[str, Any], out: str | Path) -> Path:
     """``out/training.json``: the recipe, time and measured figures."""
     path = Path(out) / "training.json"
-    write_bytes_atomic(path, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
+    write_json(path, record, indent=2)
     return path

@@ -29,7 +29,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from siglip2_dense.model import write_atomically
+from siglip2_dense.files import write_text_atomic
 
 FORMAT_NAME = "siglip2-dense/eval-metrics"
 FORMAT_VERSION = 1
@@ -99,7 +99,6 @@ def write_metrics_files(directory: str | Path, record: dict[str, Any]) -> tuple[
     directory.mkdir(parents=True, exist_ok=True)
     json_text = json.dumps(record, indent=1, allow_nan=False) + "\n"
     json_path, text_path = directory / METRICS_JSON, directory / METRICS_TEXT
-    write_atomically(json_path, lambda tmp: tmp.write_text(json_text, encoding="utf-8"))
-    table = format_table(record)
-    write_atomically(text_path, lambda tmp: tmp.write_text(table, encoding="utf-8"))
+    write_text_atomic(json_path, json_text)
+    write_text_atomic(text_path, format_table(record))
     return json_path, text_path

@@ -14,12 +14,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from siglip2_dense.files import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -85,15 +86,8 @@ class EmbeddingCache:
         from safetensors.torch import save_file
 
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:16]}-", suffix=".tmp")
-            os.close(handle)
-            try:
-                save_file({EMBEDDINGS_KEY: embeddings}, temp_name, metadata=metadata)
-                os.replace(temp_name, path)
-            finally:
-                if os.path.exists(temp_name):
-                    os.unlink(temp_name)
+            with atomic_output(path) as tmp:
+                save_file({EMBEDDINGS_KEY: embeddings}, str(tmp), metadata=metadata)
         except OSError as error:  # a read-only or full disk costs speed, never the result
             logger.warning("could not write text-embedding cache file %s (%s)", path, error)
 

@@ -21,7 +21,6 @@ Data order needs no state of its own: it is a function of (seed, step) (:mod:`.d
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -35,10 +34,20 @@ from safetensors.torch import save_file
 from torch import nn
 
 from siglip2_dense.errors import CheckpointError, MissingFileError
-from siglip2_dense.model import check_keys_and_shapes, read_safetensors, tuned_parameters
+from siglip2_dense.files import (
+    MANIFEST,
+    fsync_tree,
+    manifest_is_complete,
+    replace_directory,
+    write_json,
+    write_manifest,
+    write_text_atomic,
+)
+from siglip2_dense.files import read_json as read_json_file
+from siglip2_dense.head_grid import load_trained_tensors, trained_tensors
+from siglip2_dense.model import read_safetensors
 
 CHECKPOINTS_DIR = "checkpoints"
-MANIFEST = "manifest.json"
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 
 
@@ -101,72 +110,7 @@ def join_optimizer_state(tensors: dict[str, torch.Tensor], other: dict[str, Any]
     return {"state": state, "param_groups": other["param_groups"]}
 
 
-# --- model weights ---------------------------------------------------------------------------
-
-
-def trained_tensors(grid: nn.Module) -> dict[str, torch.Tensor]:
-    """Every head's state dict (``heads.<g>.<key>``) and the tuned backbone parameters (``backbone.<name>``)."""
-    tensors = {f"heads.{key}": value for key, value in grid.heads.state_dict().items()}
-    tensors.update({f"backbone.{name}": p for name, p in tuned_parameters(grid.backbone).items()})
-    return {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
-
-
-def load_trained_tensors(grid: nn.Module, saved: dict[str, torch.Tensor]) -> None:
-    """Load :func:`trained_tensors` back, strictly (missing, unexpected and mis-shaped keys are errors)."""
-    expected = {f"heads.{k}": v.shape for k, v in grid.heads.state_dict().items()}
-    tuned = tuned_parameters(grid.backbone)
-    expected.update({f"backbone.{name}": p.shape for name, p in tuned.items()})
-    check_keys_and_shapes(saved, expected, "checkpoint model")
-    grid.heads.load_state_dict({k[len("heads."):]: v for k, v in saved.items() if k.startswith("heads.")}, strict=True)
-    with torch.no_grad():
-        for name, parameter in tuned.items():
-            parameter.copy_(saved[f"backbone.{name}"])
-
-
 # --- writing ---------------------------------------------------------------------------------
-
-
-def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
-
-
-def _fsync_tree(directory: Path) -> None:
-    for path in directory.iterdir():
-        with open(path, "rb") as stream:
-            os.fsync(stream.fileno())
-    handle = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-
-
-def moved_aside(final: Path) -> Path:
-    """Where :func:`replace_directory` keeps the older ``final`` while it swaps in the new one."""
-    return final.with_name(f".{final.name}.old")
-
-
-def restore_moved_aside(final: Path) -> None:
-    """Undo an interrupted :func:`replace_directory`: put the older ``final`` back when a kill came
-    between moving it aside and moving the new one in."""
-    old = moved_aside(final)
-    if not final.exists() and old.is_dir():
-        os.replace(old, final)
-
-
-def replace_directory(tmp: Path, final: Path) -> None:
-    """Move the finished ``tmp`` directory to ``final``, replacing an older one (moved aside, then deleted)."""
-    old = moved_aside(final)
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    handle = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def stale_checkpoint_dirs(root: Path, step: int) -> list[Path]:
@@ -207,16 +151,17 @@ def save_checkpoint(
     save_file(trained_tensors(grid), str(tmp / "model.safetensors"))
     optimizer_tensors, optimizer_other = split_optimizer_state(optimizer.state_dict())
     save_file(optimizer_tensors, str(tmp / "optimizer.safetensors"))
-    _write_json(tmp / "optimizer.json", optimizer_other)
-    _write_json(tmp / "scheduler.json", scheduler.state_dict())  # lr_lambdas of plain functions are None
+    write_json(tmp / "optimizer.json", optimizer_other, indent=1)
+    write_json(tmp / "scheduler.json", scheduler.state_dict(), indent=1)  # lr_lambdas of plain functions are None
     rng_tensors = {f"{name}.{rank}" if name == "torch" else f"cuda.{rank}.{name.split('.')[1]}": value
                    for rank, state in enumerate(rng_states) for name, value in state["tensors"].items()}
     save_file({k: v.contiguous() for k, v in rng_tensors.items()}, str(tmp / "rng.safetensors"))
-    _write_json(tmp / "rng.json", {"python": [s["python"] for s in rng_states], "numpy": [s["numpy"] for s in rng_states]})
-    _write_json(tmp / "trainer_state.json", {**trainer_state, "step": step})
-    (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
-    _write_json(tmp / MANIFEST, {"step": step, "files": {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}})
-    _fsync_tree(tmp)
+    write_json(tmp / "rng.json", {"python": [s["python"] for s in rng_states], "numpy": [s["numpy"] for s in rng_states]},
+               indent=1)
+    write_json(tmp / "trainer_state.json", {**trainer_state, "step": step}, indent=1)
+    write_text_atomic(tmp / "config.yaml", config_yaml)
+    write_manifest(tmp, step=step)
+    fsync_tree(tmp)
     replace_directory(tmp, final)
     for stale in list_checkpoints(output_dir)[:-keep]:
         shutil.rmtree(stale, ignore_errors=True)
@@ -228,11 +173,7 @@ def save_checkpoint(
 
 def is_complete(directory: Path) -> bool:
     """A ``step_*`` directory whose manifest lists files that are all there, with their sizes."""
-    try:
-        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
-        return all((directory / name).stat().st_size == size for name, size in manifest["files"].items())
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    return manifest_is_complete(directory)
 
 
 def list_checkpoints(output_dir: Path) -> list[Path]:
@@ -292,7 +233,4 @@ def load_checkpoint(
 
 def read_json(path: Path) -> Any:
     """The JSON value in ``path``; a missing, unreadable or malformed file raises :class:`CheckpointError`."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"cannot read {path}: {error}; the checkpoint is corrupt, resume from another one") from error
+    return read_json_file(path, CheckpointError, "the checkpoint is corrupt, resume from another one")

@@ -37,6 +37,7 @@ from siglip2_dense.data.order import SeededViews
 from siglip2_dense.distributed import ProcessContext, barrier, broadcast_object
 from siglip2_dense.errors import ConfigError, DataError
 from siglip2_dense.evaluation.loop import TARGET_KEYS
+from siglip2_dense.files import replace_directory, write_json
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -246,8 +247,7 @@ def build_feature_cache(
         manifest = {"inputs": inputs, "count": count, "num_layers": len(shapes["maps"]),
                     "has_pooled": shapes["pooled"] is not None, "map_shapes": shapes["maps"],
                     "target_shape": shapes["target"]}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-        shutil.rmtree(directory, ignore_errors=True)
-        tmp.rename(directory)
+        write_json(tmp / MANIFEST, manifest, indent=1)
+        replace_directory(tmp, directory)
     barrier()
     return CachedFeatures(directory)

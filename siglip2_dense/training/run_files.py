@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from siglip2_dense.errors import DataError
+from siglip2_dense.files import replace_directory, restore_moved_aside, write_json, write_text_atomic
 from siglip2_dense.head_grid import HeadGrid, backbone_with_layers
-from siglip2_dense.model import DenseModel, write_atomically
-from siglip2_dense.training.checkpoint import replace_directory, restore_moved_aside
+from siglip2_dense.model import DenseModel
 
 BEST_DIR = "best"
 
@@ -39,7 +39,7 @@ class JsonLinesLog:
         if self.path.is_file():
             kept = [line for line, record in read_records(self.path) if record.get("step", 0) <= keep_up_to_step]
             text = "".join(line + "\n" for line in kept)
-            write_atomically(self.path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+            write_text_atomic(self.path, text)
 
     def write(self, record: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as stream:
@@ -74,7 +74,7 @@ def save_best_model(output_dir: Path, grid: HeadGrid, head: int, record: dict[st
     tmp = output_dir / f".{BEST_DIR}.tmp-{os.getpid()}"
     backbone = backbone_with_layers(grid.backbone, grid.positions[head])
     DenseModel(backbone, grid.heads[head]).save_pretrained(tmp)
-    (tmp / "metrics.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    write_json(tmp / "metrics.json", record, indent=1)
     final = output_dir / BEST_DIR
     replace_directory(tmp, final)
     return final

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import siglip2_dense.files as files
 import siglip2_dense.training.checkpoint as checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,14 +57,14 @@ def install(point: str, marker: Path) -> None:
 
         checkpoint.save_file = save_file
     elif point == "before_rename":
-        real_fsync_tree = checkpoint._fsync_tree
+        real_fsync_tree = checkpoint.fsync_tree
 
         def fsync_tree(directory: Path) -> None:
             real_fsync_tree(directory)
             if ".step_00000008.tmp" in directory.name:
                 pause_here(marker)
 
-        checkpoint._fsync_tree = fsync_tree
+        checkpoint.fsync_tree = fsync_tree
     elif point == "deleting_previous":
         def rmtree(path: Any, *args: Any, **kwargs: Any) -> None:
             path = Path(path)
@@ -80,7 +81,7 @@ def install(point: str, marker: Path) -> None:
             if Path(source).name == "best" and Path(destination).name == ".best.old":
                 pause_here(marker)
 
-        checkpoint.os = ModuleWith(os, replace=replace)
+        files.os = ModuleWith(os, replace=replace)
     else:
         raise SystemExit(f"unknown pause point {point!r}; valid points: {', '.join(POINTS)}")
 
