@@ -3,6 +3,8 @@
 Public and reusable (``tools/train.py``, ``tools/eval.py``, notebooks):
 
 - :func:`build_backbone`, :func:`build_head_from_config`, :func:`build_model` -> ``DenseModel``;
+- :func:`build_head_grid` -> one head per (lr, layers) entry of :func:`grid_entries` on one backbone
+  (training, and evaluation of a step checkpoint, build it here and nowhere else);
 - :func:`build_dataset` (one split, any transform), :func:`build_datasets` -> (train, val) with the
   configured train and eval transforms, :func:`build_train_transform`, :func:`build_eval_transform`;
 - :func:`build_evaluator` -> ``SegmentationEvaluator`` or ``DepthEvaluator``.
@@ -22,6 +24,7 @@ from siglip2_dense.backbone.siglip import load_backbone
 from siglip2_dense.config import ExperimentConfig
 from siglip2_dense.errors import ConfigError, RequestError
 from siglip2_dense.evaluation.loop import TARGET_KEYS
+from siglip2_dense.head_grid import HeadGrid, layer_positions
 
 ItemTransform = Callable[[dict[str, Any]], dict[str, Any]]
 CLASS_COUNT_ARGUMENTS = ("num_classes", "num_outputs")
@@ -75,6 +78,24 @@ def build_head_from_config(config: ExperimentConfig, in_channels: Sequence[int])
         raise ConfigError(f"head.args {sorted(args)} do not fit head {config.head.name!r}: {error}") from error
     except RequestError as error:
         raise ConfigError(f"head.name / head.args: {error}") from error
+
+
+def grid_entries(config: ExperimentConfig) -> list[tuple[float, list[int] | None]]:
+    """``(lr, layers)`` of every head: the lr grid (or ``train.lr``) crossed with the layer grid (or all)."""
+    lrs = list(config.train.lr_grid) or [config.train.lr]
+    layer_choices: list[list[int] | None] = [list(c) for c in config.train.layer_grid] or [None]
+    return [(float(lr), layers) for layers in layer_choices for lr in lrs]
+
+
+def build_head_grid(config: ExperimentConfig, backbone: nn.Module) -> HeadGrid:
+    """One head per :func:`grid_entries` entry, each reading its layers of ``backbone``, on its device.
+
+    Heads come out in the order of the entries (so a checkpoint's ``heads.<g>`` keys line up).
+    """
+    positions = [layer_positions(backbone, layers) for _, layers in grid_entries(config)]
+    heads = [build_head_from_config(config, [backbone.out_channels[p] for p in pos]) for pos in positions]
+    device = next(backbone.parameters()).device
+    return HeadGrid(backbone, [head.to(device) for head in heads], positions)
 
 
 def build_model(config: ExperimentConfig, device: str | torch.device | None = None) -> nn.Module:

@@ -170,14 +170,18 @@ def predict_tta(
     return total / num_augmentations
 
 
-def predict_native(model: Any, images: Any, max_num_patches: int | None = None) -> list[Tensor]:
+def predict_native(
+    model: Callable[..., Tensor], preprocess: Callable[..., dict[str, Any]], images: Any,
+    max_num_patches: int | None = None,
+) -> list[Tensor]:
     """NaFlex-native prediction: one forward per image at its own aspect ratio, no sliding.
 
     Args:
-        model: a ``DenseModel``-like object: ``model.backbone.preprocess(images, max_num_patches=...)``
-            returns a dict with ``spatial_shapes`` (LongTensor ``[B, 2]``, each image's ``(h, w)``
-            patches), and ``model(**inputs)`` returns ``[B, K, Hmax, Wmax]`` on the padded patch grid,
-            image ``i``'s patches in the top-left ``[:h_i, :w_i]``.
+        model: ``model(**inputs)`` returns ``[B, K, Hmax, Wmax]`` on the padded patch grid, image ``i``'s
+            patches in the top-left ``[:h_i, :w_i]`` (a ``DenseModel`` or ``HeadGrid``).
+        preprocess: ``preprocess(images, max_num_patches=...)`` -> NaFlex inputs: ``pixel_values``
+            ``[B, N, p*p*3]`` patches and ``spatial_shapes`` (LongTensor ``[B, 2]``, each image's
+            ``(h, w)`` patches), e.g. the backbone's own ``preprocess``.
         images: B images, ``H_i x W_i x 3`` uint8 arrays (or PIL images); one image alone is accepted.
         max_num_patches: the patch budget per image (NaFlex sequence length); None: the backbone's default.
 
@@ -186,7 +190,8 @@ def predict_native(model: Any, images: Any, max_num_patches: int | None = None) 
         resized bilinearly to the image's size (logits, or depth for a depth head).
 
     Raises:
-        RequestError: the backbone is FixRes (its padded partial patches would shift the map).
+        RequestError: ``preprocess`` gives FixRes images ``[B, 3, H, W]`` (their padded partial
+            patches would shift the map).
     """
     if isinstance(images, np.ndarray | Tensor) and images.ndim == 4:
         images = list(images)  # a stacked batch [B, H, W, 3]
@@ -195,12 +200,13 @@ def predict_native(model: Any, images: Any, max_num_patches: int | None = None) 
     images = list(images)
     if not images:
         raise RequestError("predict_native needs at least one image")
-    if not getattr(model.backbone, "is_naflex", True):
+    inputs = preprocess(images, max_num_patches=max_num_patches)
+    if inputs["pixel_values"].ndim != 3:
         # FixRes preprocessing pads partial patches, so the grid does not cover exactly the image
         raise RequestError(
-            "predict_native needs a NaFlex backbone; use predict_whole or slide_window for FixRes"
+            "predict_native needs a NaFlex backbone (patch sequences [B, N, p*p*3]); got images of shape "
+            f"{tuple(inputs['pixel_values'].shape)}: use predict_whole or slide_window for FixRes"
         )
-    inputs = model.backbone.preprocess(images, max_num_patches=max_num_patches)
     device = _module_device(model)
     if device is not None:
         inputs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in inputs.items()}

@@ -1,8 +1,11 @@
-"""What every backbone returns, and the NaFlex token -> 2-D grid conversion."""
+"""What every backbone is and returns: the :class:`DenseBackbone` interface, :class:`DenseFeatures`,
+and the NaFlex token -> 2-D grid conversion."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -26,6 +29,44 @@ class DenseFeatures:
     mask: torch.Tensor
     grid_sizes: torch.Tensor
     pooled: torch.Tensor | None = None
+
+
+@runtime_checkable
+class DenseBackbone(Protocol):
+    """What heads, inference and evaluation may rely on in a backbone (SigLIP / SigLIP2 or timm).
+
+    Attributes:
+        out_channels: ``C`` of each tapped layer's map, in the order of ``DenseFeatures.maps``.
+        layers: the tapped block indices (0-based; block ``i``'s output is transformers' ``hidden_states[i + 1]``).
+        patch_size: ``p``, pixels per patch side.
+        is_naflex: True when ``preprocess`` gives patch sequences ``[B, N, p*p*3]`` at each image's own
+            aspect ratio; False for padded images ``[B, 3, H, W]`` (FixRes, timm).
+        num_blocks: transformer blocks in the tower.
+        name_or_path: the checkpoint it was loaded from (hub id, local folder or ``timm:<name>``).
+    """
+
+    out_channels: list[int]
+    layers: list[int]
+    patch_size: int
+    is_naflex: bool
+    num_blocks: int
+    name_or_path: str
+
+    def preprocess(
+        self, images: Any, max_num_patches: int | None = None, size: int | Sequence[int] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Images (HWC uint8 arrays or PIL) -> the keyword arguments of ``__call__``:
+        ``pixel_values``, ``spatial_shapes [B, 2]`` and, for NaFlex, ``pixel_attention_mask [B, N]``."""
+        ...
+
+    def __call__(
+        self,
+        pixel_values: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        pixel_attention_mask: torch.Tensor | None = None,
+    ) -> DenseFeatures:
+        """A preprocessed batch -> its :class:`DenseFeatures` on the padded patch grid."""
+        ...
 
 
 def grid_mask(grid_sizes: torch.Tensor, height: int, width: int) -> torch.Tensor:

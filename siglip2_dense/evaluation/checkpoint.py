@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from siglip2_dense.errors import CheckpointError, MissingFileError, RequestError
+from siglip2_dense.files import MANIFEST, manifest_is_complete, read_json
 from siglip2_dense.model import CONFIG_FILE, DenseModel, read_dense_model_config, read_safetensors
 
 STEP_CONFIG_FILE = "config.yaml"
@@ -24,8 +25,6 @@ TRAINER_STATE_FILE = "trainer_state.json"
 
 def is_step_checkpoint(path: Path) -> bool:
     """A ``checkpoints/step_<N>`` folder written by training (it has a manifest and a config)."""
-    from siglip2_dense.training.checkpoint import MANIFEST
-
     return (path / MANIFEST).is_file() and (path / STEP_CONFIG_FILE).is_file()
 
 
@@ -85,26 +84,20 @@ def _step_config(path: Path):  # -> ExperimentConfig
 
 
 def _step_checkpoint_model(path: Path, device: str | torch.device | None, head: int | None) -> DenseModel:
-    from siglip2_dense.build import build_backbone, build_head_from_config
-    from siglip2_dense.head_grid import HeadGrid, backbone_with_layers, layer_positions
-    from siglip2_dense.training.checkpoint import is_complete, load_trained_tensors
-    from siglip2_dense.training.engine import grid_entries
+    from siglip2_dense.build import build_backbone, build_head_grid
+    from siglip2_dense.head_grid import backbone_with_layers, load_trained_tensors
 
-    if not is_complete(path):
+    if not manifest_is_complete(path):
         raise CheckpointError(f"{path} is an incomplete checkpoint (its manifest does not match its files)")
     config = _step_config(path)
     backbone = build_backbone(config, torch.device(device) if device is not None else torch.device("cpu"))
-    positions = [layer_positions(backbone, layers) for _, layers in grid_entries(config)]
-    heads = [build_head_from_config(config, [backbone.out_channels[p] for p in pos]) for pos in positions]
-    grid = HeadGrid(backbone, heads, positions).to(next(backbone.parameters()).device)
+    grid = build_head_grid(config, backbone)
     load_trained_tensors(grid, read_safetensors(path / STEP_WEIGHTS_FILE))
-    chosen = _chosen_head(path, head, len(heads))
-    return DenseModel(backbone_with_layers(backbone, positions[chosen]), grid.heads[chosen]).eval()
+    chosen = _chosen_head(path, head, grid.num_heads)
+    return DenseModel(backbone_with_layers(backbone, grid.positions[chosen]), grid.heads[chosen]).eval()
 
 
 def _chosen_head(path: Path, head: int | None, count: int) -> int:
-    from siglip2_dense.training.checkpoint import read_json
-
     if head is not None:
         if not 0 <= head < count:
             raise RequestError(f"head={head}: {path} holds heads 0..{count - 1}")
@@ -112,7 +105,7 @@ def _chosen_head(path: Path, head: int | None, count: int) -> int:
     if count == 1:
         return 0
     state_path = path / TRAINER_STATE_FILE
-    state = read_json(state_path) if state_path.is_file() else None
+    state = read_json(state_path, CheckpointError) if state_path.is_file() else None
     best = state.get("best") if isinstance(state, dict) else None
     if isinstance(best, dict) and isinstance(best.get("head"), int):
         return int(best["head"])

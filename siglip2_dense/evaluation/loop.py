@@ -1,4 +1,4 @@
-"""The per-image evaluation loop shared by trained models and zero-shot segmentation.
+"""The one per-image evaluation loop: training's validation, ``tools/eval.py`` and zero-shot segmentation.
 
 Per image (a batch of one, as mmsegmentation tests): ``predict(image, size)`` gives the prediction
 at the ground truth's size -- for a scores function (``image -> [K, h, w]`` at the image's size,
@@ -8,9 +8,8 @@ to the ground truth and takes the argmax (segmentation) or channel 0 (depth) -- 
 images ``r, r + N, ...``; the evaluators' sum states are reduced across processes by torchmetrics
 in ``compute()``, so N processes give the numbers of one.
 
-:func:`siglip2_dense.training.validation.evaluate` (which validates every head of a ``HeadGrid`` during
-training) walks the same shard with the same :func:`scores_to_prediction` and :func:`update_evaluator`,
-one evaluator per head; this loop takes any predictor and adds the callback and a progress bar.
+As detectron2's ``inference_on_dataset``: a predictor, a data set and evaluators. Training's validation
+passes one evaluator per head of a ``HeadGrid`` and a predictor that returns one prediction per head.
 """
 
 from __future__ import annotations
@@ -30,8 +29,9 @@ from siglip2_dense.errors import ConfigError
 ScoresFunction = Callable[[np.ndarray], torch.Tensor]
 """``[h, w, 3]`` uint8 image -> ``[K, h, w]`` scores at its size (logits or probabilities; depth: K = 1)."""
 
-PixelPredictor = Callable[[np.ndarray, tuple[int, int]], torch.Tensor]
-"""``([h, w, 3]`` uint8 image, ground-truth size ``(H, W))`` -> ``[H, W]``: long labels or float32 metres."""
+PixelPredictor = Callable[[np.ndarray, tuple[int, int]], Any]
+"""``([h, w, 3]`` uint8 image, ground-truth size ``(H, W))`` -> ``[H, W]``: long labels or float32 metres
+(a list of them, one per evaluator, when the loop is given a list of evaluators)."""
 
 ImageCallback = Callable[[int, dict[str, Any], torch.Tensor], Any]
 """``(data-set index, item, prediction [H, W] at the target's size: long labels or float metres)``."""
@@ -103,31 +103,38 @@ def evaluate_images(
     autocast: Callable[[], AbstractContextManager] | None = None,
     progress: bool = False,
     description: str = "eval",
-) -> dict[str, Any]:
+) -> Any:
     """Evaluate ``predict`` on this process's share of ``dataset``; return ``evaluator.compute()`` (all processes).
 
     Args:
         predict: see :data:`PixelPredictor` (:func:`from_scores` makes one from a scores function).
         dataset: items ``{"image", "mask" | "depth", "path"}`` with the eval transform applied.
-        evaluator: a ``SegmentationEvaluator`` / ``DepthEvaluator`` (reset here, moved to ``device``).
+        evaluator: a ``SegmentationEvaluator`` / ``DepthEvaluator`` (reset here, moved to ``device``),
+            or a list of them (``predict`` then returns one prediction per evaluator, and so does
+            this function: a list of ``compute()`` dicts).
         task: ``segmentation`` or ``depth``.
-        on_image: called after each image's update, see :data:`ImageCallback`.
+        on_image: called after each image's update, see :data:`ImageCallback` (the first prediction).
         autocast: a context factory around ``predict`` (bf16 on GPUs); None: none.
         progress: show a tqdm bar (this process's images).
     """
     if task not in TARGET_KEYS:
         raise ConfigError(f"task={task!r}: expected one of {', '.join(TARGET_KEYS)}")
     target_key = TARGET_KEYS[task]
-    evaluator = evaluator.to(device)
-    evaluator.reset()
+    several = isinstance(evaluator, (list, tuple))
+    evaluators = [e.to(device) for e in (evaluator if several else [evaluator])]
+    for each in evaluators:
+        each.reset()
     indices = shard(len(dataset), rank, world_size)
     with torch.inference_mode():
         for index in tqdm(indices, desc=description, disable=not progress, dynamic_ncols=True):
             item = dataset[index]
             target = torch.as_tensor(np.asarray(item[target_key])).to(device)
             with autocast() if autocast is not None else nullcontext():
-                prediction = predict(item["image"], tuple(target.shape)).to(device)
-            update_evaluator(evaluator, prediction, target, task)
+                predicted = predict(item["image"], tuple(target.shape))
+            predictions = [p.to(device) for p in (predicted if several else [predicted])]
+            for each, prediction in zip(evaluators, predictions, strict=True):
+                update_evaluator(each, prediction, target, task)
             if on_image is not None:
-                on_image(index, item, prediction)
-    return evaluator.compute()
+                on_image(index, item, predictions[0])
+    results = [each.compute() for each in evaluators]
+    return results if several else results[0]

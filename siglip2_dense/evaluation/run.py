@@ -9,7 +9,7 @@ What ``tools/eval.py`` does, callable in-process::
 
 The validation split of ``config.data`` goes through the config's eval transform and
 ``config.eval`` protocol (whole / slide / native, TTA) as training's validation
-(:func:`siglip2_dense.training.validation.predict_image`; sliding-window segmentation streams the classes
+(:func:`siglip2_dense.evaluation.protocols.predict_image`; sliding-window segmentation streams the classes
 through :mod:`siglip2_dense.evaluation.slide_labels`, same labels, less memory traffic), or through
 :class:`~siglip2_dense.openvocab.segmenter.OpenVocabSegmenter` when the head is ``openvocab``
 (:mod:`siglip2_dense.evaluation.zero_shot`); :func:`siglip2_dense.evaluation.loop.evaluate_images` does the
@@ -38,6 +38,7 @@ from siglip2_dense.build import (
 )
 from siglip2_dense.config import ExperimentConfig, load_config, output_dir
 from siglip2_dense.data.labels import dataset_class_names, dataset_palette, names_for_table
+from siglip2_dense.devices import autocast_factory
 from siglip2_dense.distributed import ProcessContext, close_processes, init_processes, raise_if_lost_process
 from siglip2_dense.errors import RequestError
 from siglip2_dense.evaluation.checkpoint import checkpoint_backbone, load_model_for_evaluation
@@ -107,11 +108,11 @@ def dense_model_predictor(
     Segmentation by sliding window without TTA streams the classes
     (:func:`~siglip2_dense.evaluation.slide_labels.slide_window_labels`, the same labels with a fraction of the
     memory traffic); everything else is training's validation path
-    (:func:`~siglip2_dense.training.validation.predict_image` on the model as a one-head grid) + :func:`from_scores`.
+    (:func:`~siglip2_dense.evaluation.protocols.predict_image` on the model as a one-head grid) + :func:`from_scores`.
     """
+    from siglip2_dense.evaluation.protocols import check_eval_config, predict_image
     from siglip2_dense.evaluation.slide_labels import slide_window_labels
     from siglip2_dense.head_grid import HeadGrid
-    from siglip2_dense.training.validation import check_eval_config, predict_image
 
     check_eval_config(config, model.backbone)
     if config.task == "segmentation" and config.eval.mode == "slide" and not uses_tta(config):
@@ -183,7 +184,6 @@ def _run(
 ) -> EvaluationResult:
     from siglip2_dense.evaluation import SegmentationEvaluator
     from siglip2_dense.heads import head_name
-    from siglip2_dense.training.engine import autocast_factory
 
     zero_shot = is_zero_shot(config)
     if zero_shot and checkpoint is not None:

@@ -40,14 +40,16 @@ from siglip2_dense.build import (
     build_backbone,
     build_dataset,
     build_eval_transform,
-    build_head_from_config,
+    build_head_grid,
     build_train_transform,
+    grid_entries,
     resolve_training_device,
 )
 from siglip2_dense.config import ExperimentConfig, config_to_yaml, output_dir, save_config
 from siglip2_dense.data.ade20k import IGNORE_INDEX
 from siglip2_dense.data.collate import collate_padded
 from siglip2_dense.data.order import SeededViews, StepBatchSampler, data_position, derived_seed
+from siglip2_dense.devices import autocast_factory
 from siglip2_dense.distributed import (
     ProcessContext,
     all_reduce_sum,
@@ -58,7 +60,8 @@ from siglip2_dense.distributed import (
 )
 from siglip2_dense.errors import ConfigError
 from siglip2_dense.evaluation.grid_to_pixels import outputs_to_pixels
-from siglip2_dense.head_grid import HeadGrid, layer_positions
+from siglip2_dense.evaluation.protocols import check_eval_config
+from siglip2_dense.head_grid import HeadGrid
 from siglip2_dense.losses import depth_loss
 from siglip2_dense.training.checkpoint import (
     capture_rng_state,
@@ -71,7 +74,7 @@ from siglip2_dense.training.feature_cache import build_feature_cache, collate_ca
 from siglip2_dense.training.optim import HeadGroup, build_optimizer, build_scheduler, clip_gradients
 from siglip2_dense.training.run_files import JsonLinesLog, recover_best_model, save_best_model
 from siglip2_dense.training.sync_batch_norm import convert_to_sync_batch_norm
-from siglip2_dense.training.validation import check_eval_config, evaluate, main_metric
+from siglip2_dense.training.validation import evaluate, main_metric
 
 DROPOUT_STREAM = 3
 
@@ -106,9 +109,8 @@ def _train(config: ExperimentConfig, context: ProcessContext) -> dict[str, Any]:
     if len(entries) > 1 and backbone.tuned:
         raise ConfigError("train.lr_grid / train.layer_grid train several heads on shared features: "
                           "they need a frozen backbone (model.tune_last_blocks=0)")
-    positions = [layer_positions(backbone, layers) for _, layers in entries]
-    heads = [build_head_from_config(config, [backbone.out_channels[p] for p in pos]).to(device) for pos in positions]
-    grid = HeadGrid(backbone, heads, positions)
+    grid = build_head_grid(config, backbone)
+    heads = list(grid.heads)
     if context.distributed:
         convert_to_sync_batch_norm(grid.heads)
     torch.manual_seed(derived_seed(tc.seed, DROPOUT_STREAM, context.rank))  # dropout differs between processes
@@ -231,25 +233,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def grid_entries(config: ExperimentConfig) -> list[tuple[float, list[int] | None]]:
-    """``(lr, layers)`` of every head: the lr grid (or ``train.lr``) crossed with the layer grid (or all)."""
-    lrs = list(config.train.lr_grid) or [config.train.lr]
-    layer_choices: list[list[int] | None] = [list(c) for c in config.train.layer_grid] or [None]
-    return [(float(lr), layers) for layers in layer_choices for lr in lrs]
-
-
 def describe_entries(entries: list[tuple[float, list[int] | None]]) -> list[dict[str, Any]]:
     return [{"lr": lr, "layers": layers} for lr, layers in entries]
-
-
-def autocast_factory(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    """``auto``: bf16 autocast on CUDA, none (float32) on CPU; ``bf16`` / ``fp32`` force it either way."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-
-    def autocast() -> contextlib.AbstractContextManager:
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
-
-    return autocast
 
 
 def collate_views(items: list[dict[str, Any]]) -> dict[str, Any]:

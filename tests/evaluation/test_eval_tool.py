@@ -175,9 +175,9 @@ def test_running_argmax_over_class_chunks_keeps_the_first_of_ties(rng):
 
 @pytest.mark.parametrize("chunk_bytes", [1, 3 * 4 * 64 * 90])  # one class at a time; three at a time
 def test_streamed_slide_labels_equal_the_full_score_argmax(segmentation_checkpoint, ade_root, chunk_bytes):
+    from siglip2_dense.evaluation.protocols import predict_image
     from siglip2_dense.evaluation.slide_labels import slide_window_labels
     from siglip2_dense.head_grid import HeadGrid
-    from siglip2_dense.training.validation import predict_image
 
     config = load_config(LINEAR, ["model.backbone=x", f"data.root={ade_root}"])
     model = DenseModel.from_pretrained(segmentation_checkpoint)

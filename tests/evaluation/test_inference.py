@@ -282,7 +282,7 @@ def test_predict_native_crops_each_image_own_grid_and_resizes_to_the_image():
     ]
     model = FakeDenseModel()
     with torch.inference_mode():  # the caller chooses; predict_native itself does not turn autograd off
-        predictions = predict_native(model, images, max_num_patches=16)
+        predictions = predict_native(model, model.backbone.preprocess, images, max_num_patches=16)
     # budget 16: 30x50 -> 3x5 patches, 44x20 -> 5x2 patches; the padded output grid is 5x5
     assert FakeNaFlexBackbone().preprocess(images, 16)["spatial_shapes"].tolist() == [[3, 5], [5, 2]]
     for image, grid, prediction in zip(images, [(3, 5), (5, 2)], predictions):
@@ -290,15 +290,16 @@ def test_predict_native_crops_each_image_own_grid_and_resizes_to_the_image():
         assert prediction.shape == (3, *image.shape[:2])
         assert float(prediction.max()) <= 1.0  # no padding leaked in
         torch.testing.assert_close(prediction, resize_logits(own_grid, image.shape[:2])[0])
-    alone = predict_native(model, images[1], max_num_patches=16)  # one image, not in a list
+    alone = predict_native(model, model.backbone.preprocess, images[1], max_num_patches=16)  # one image, not in a list
     assert len(alone) == 1 and alone[0].shape == (3, 44, 20)
 
 
-def test_predict_native_refuses_fixres_backbones():
-    model = FakeDenseModel()
-    model.backbone.is_naflex = False
+def test_predict_native_refuses_fixres_backbones(tiny_fixres_dir):
+    import siglip2_dense as sd
+
+    backbone = sd.load_backbone(str(tiny_fixres_dir), layers=1)
     with pytest.raises(RequestError, match="NaFlex"):
-        predict_native(model, [np.zeros((8, 8, 3), dtype=np.uint8)], max_num_patches=4)
+        predict_native(FakeDenseModel(), backbone.preprocess, [np.zeros((8, 8, 3), dtype=np.uint8)])
 
 
 class ProbeOnRealBackbone(nn.Module):
@@ -322,8 +323,8 @@ def test_predict_native_with_the_real_naflex_backbone_is_batch_invariant(tiny_na
     images = [rng.integers(0, 256, size, dtype=np.uint8) for size in [(24, 60, 3), (50, 30, 3), (32, 32, 3)]]
     with torch.inference_mode():
         grids = model.backbone.preprocess(images, max_num_patches=32)["spatial_shapes"].tolist()
-        batched = predict_native(model, images, max_num_patches=32)
-        alone = [predict_native(model, image, max_num_patches=32)[0] for image in images]
+        batched = predict_native(model, model.backbone.preprocess, images, max_num_patches=32)
+        alone = [predict_native(model, model.backbone.preprocess, image, max_num_patches=32)[0] for image in images]
     assert len({tuple(g) for g in grids}) == 3  # three different grids: the batch is padded
     for image, batch_prediction, single_prediction in zip(images, batched, alone):
         assert batch_prediction.shape == (7, *image.shape[:2])
