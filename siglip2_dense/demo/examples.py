@@ -20,6 +20,7 @@ import numpy as np
 
 from siglip2_dense.data.synthetic import CLASS_NAMES, make_scene
 from siglip2_dense.demo.data import held_out_scene_seed
+from siglip2_dense.files import atomic_output, write_json
 
 FIRST_EXAMPLE_INDEX = 100_000
 
@@ -47,7 +48,8 @@ def write_examples(out: str | Path, count: int = 3, size: int = 256) -> list[dic
     listing = []
     for index, scene in pick_examples(count, size):
         name = f"scene_{index}.png"
-        Image.fromarray(scene.image).save(out / name)
+        with atomic_output(out / name) as tmp:
+            Image.fromarray(scene.image).save(tmp, format="PNG")
         shares = np.bincount(scene.mask.ravel(), minlength=len(CLASS_NAMES)) / scene.mask.size
         listing.append({
             "file": name,
@@ -56,7 +58,7 @@ def write_examples(out: str | Path, count: int = 3, size: int = 256) -> list[dic
             "caption": scene.caption,
             "classes": {CLASS_NAMES[k]: round(float(shares[k]), 4) for k in scene.labels_present},
         })
-    (out / "examples.json").write_text(json.dumps(listing, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "examples.json", listing, indent=2)
     return listing
 
 

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from siglip2_dense.files import atomic_output, write_text_atomic
+
 __all__ = ["OpenVocabResult", "label_colours"]
 
 _LEGEND_ROWS = 24
@@ -169,9 +171,11 @@ class OpenVocabResult:
             "label_map": directory / f"{stem}_labels.png",
             "json": directory / f"{stem}.json",
         }
-        self.overlay().save(paths["overlay"])
-        self.label_map_image().save(paths["label_map"])
-        paths["json"].write_text(json.dumps(self.to_coco_json(file_name=file_name), indent=1, ensure_ascii=False))
+        for kind, picture in (("overlay", self.overlay()), ("label_map", self.label_map_image())):
+            with atomic_output(paths[kind]) as tmp:
+                picture.save(tmp, format="PNG")
+        write_text_atomic(paths["json"], json.dumps(self.to_coco_json(file_name=file_name), indent=1,
+                                                    ensure_ascii=False))
         return paths
 
 
