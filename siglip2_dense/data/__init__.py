@@ -17,12 +17,15 @@ from siglip2_dense.data.transforms import (
     build_segmentation_eval_transform,
     build_segmentation_train_transform,
 )
+from siglip2_dense.data.voc import PascalVOC20Dataset, PascalVOCDataset
 from siglip2_dense.data.write_formats import write_synthetic
 
 __all__ = [
     "ADE20KDataset",
     "FolderSegmentationDataset",
     "NYUv2Dataset",
+    "PascalVOC20Dataset",
+    "PascalVOCDataset",
     "SYNTHETIC_CLASS_NAMES",
     "SyntheticDataset",
     "SyntheticScene",

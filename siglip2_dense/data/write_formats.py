@@ -23,7 +23,7 @@ Every file is written to a temporary name and renamed into place.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
@@ -31,29 +31,11 @@ import numpy as np
 
 from siglip2_dense.data.image_io import atomic_output, write_bytes_atomic, write_png, write_rgb
 from siglip2_dense.data.nyu import BTS_DATA_DIRS, BTS_LIST_FILES, LABELED_MAT_FILE, SPLITS_MAT_FILE
-from siglip2_dense.data.synthetic import CLASS_NAMES, SyntheticScene, make_scene, scene_seed
+from siglip2_dense.data.scene_splits import Size, is_evaluation_scene, iter_scenes
+from siglip2_dense.data.synthetic import CLASS_NAMES
 from siglip2_dense.errors import RequestError
 
 FORMATS = ("ade20k", "nyu-bts", "nyu-mat", "folder")
-Size = tuple[int, int]
-
-
-def is_evaluation_scene(index: int) -> bool:
-    """Whether scene ``index`` belongs to the evaluation split (validation / test)."""
-    return index % 4 == 1
-
-
-def iter_scenes(num: int, seed: int, size: Size | Sequence[Size]) -> Iterator[tuple[int, SyntheticScene]]:
-    """Yield ``(index, scene)`` for ``index`` in ``0..num-1``.
-
-    ``size`` is one ``(height, width)`` for every scene, or a list cycled over the scenes.
-    """
-    if num < 2:
-        raise RequestError(f"num={num}: write at least 2 scenes so both splits get one")
-    sizes = [size] if isinstance(size[0], int) else list(size)
-    for index in range(num):
-        height, width = sizes[index % len(sizes)]
-        yield index, make_scene(scene_seed(seed, index), height, width)
 
 
 def write_ade20k(
