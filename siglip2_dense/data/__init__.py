@@ -9,6 +9,7 @@ from siglip2_dense.data.ade20k import ADE20KDataset, ade20k_class_names, ade20k_
 from siglip2_dense.data.collate import collate_as_lists, collate_padded
 from siglip2_dense.data.folder import FolderSegmentationDataset
 from siglip2_dense.data.nyu import NYUv2Dataset
+from siglip2_dense.data.pascal_context import PascalContext59Dataset, PascalContextDataset
 from siglip2_dense.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASS_NAMES
 from siglip2_dense.data.synthetic import SyntheticDataset, SyntheticScene, make_scene
 from siglip2_dense.data.transforms import (
@@ -24,6 +25,8 @@ __all__ = [
     "ADE20KDataset",
     "FolderSegmentationDataset",
     "NYUv2Dataset",
+    "PascalContext59Dataset",
+    "PascalContextDataset",
     "PascalVOC20Dataset",
     "PascalVOCDataset",
     "SYNTHETIC_CLASS_NAMES",
