@@ -6,6 +6,9 @@ is ``"mask"`` ([H, W] uint8 class indices, 255 = ignore) and/or ``"depth"`` ([H,
 """
 
 from siglip2_dense.data.ade20k import ADE20KDataset, ade20k_class_names, ade20k_palette
+from siglip2_dense.data.coco_instances import COCOObjectInstancesDataset
+from siglip2_dense.data.coco_object import COCOObjectDataset
+from siglip2_dense.data.coco_stuff import COCOStuffDataset
 from siglip2_dense.data.collate import collate_as_lists, collate_padded
 from siglip2_dense.data.folder import FolderSegmentationDataset
 from siglip2_dense.data.nyu import NYUv2Dataset
@@ -23,6 +26,9 @@ from siglip2_dense.data.write_formats import write_synthetic
 
 __all__ = [
     "ADE20KDataset",
+    "COCOObjectDataset",
+    "COCOObjectInstancesDataset",
+    "COCOStuffDataset",
     "FolderSegmentationDataset",
     "NYUv2Dataset",
     "PascalContext59Dataset",

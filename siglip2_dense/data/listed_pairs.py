@@ -111,8 +111,8 @@ class LabelledImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def convert_labels(self, labels: np.ndarray) -> np.ndarray:
-        """Stored values ``[H, W]`` uint8 -> returned mask ``[H, W]`` uint8; identity unless overridden."""
+    def convert_labels(self, labels: np.ndarray, label_path: Path) -> np.ndarray:
+        """Stored values ``[H, W]`` uint8 of ``label_path`` -> returned mask ``[H, W]`` uint8; identity here."""
         return labels
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -130,7 +130,7 @@ class LabelledImageDataset(Dataset):
                 f"label map {label_path} holds value {int(invalid.max())}; {type(self).__name__} expects "
                 f"0..{self.num_label_values - 1} or {IGNORE_INDEX} (ignore)"
             )
-        item = {"image": image, "mask": self.convert_labels(labels), "path": str(image_path)}
+        item = {"image": image, "mask": self.convert_labels(labels, label_path), "path": str(image_path)}
         return self.transform(item) if self.transform is not None else item
 
 

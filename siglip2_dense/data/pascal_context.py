@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -97,7 +98,7 @@ class PascalContextDataset(LabelledImageDataset):
                                       self.root / "SegmentationClassContext", ".jpg", ".png")
         super().__init__(pairs, transform)
 
-    def convert_labels(self, labels: np.ndarray) -> np.ndarray:
+    def convert_labels(self, labels: np.ndarray, label_path: Path) -> np.ndarray:
         return reduce_zero_label(labels) if self.reduces_zero_label else labels
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,7 +81,7 @@ class PascalVOCDataset(LabelledImageDataset):
                                       self.root / "SegmentationClass", ".jpg", ".png")
         super().__init__(pairs, transform)
 
-    def convert_labels(self, labels: np.ndarray) -> np.ndarray:
+    def convert_labels(self, labels: np.ndarray, label_path: Path) -> np.ndarray:
         return reduce_zero_label(labels) if self.reduces_zero_label else labels
 
 
