@@ -6,6 +6,7 @@ is ``"mask"`` ([H, W] uint8 class indices, 255 = ignore) and/or ``"depth"`` ([H,
 """
 
 from siglip2_dense.data.ade20k import ADE20KDataset, ade20k_class_names, ade20k_palette
+from siglip2_dense.data.cityscapes import CityscapesDataset
 from siglip2_dense.data.coco_instances import COCOObjectInstancesDataset
 from siglip2_dense.data.coco_object import COCOObjectDataset
 from siglip2_dense.data.coco_stuff import COCOStuffDataset
@@ -27,6 +28,7 @@ from siglip2_dense.data.write_formats import write_synthetic
 __all__ = [
     "ADE20KDataset",
     "COCOObjectDataset",
+    "CityscapesDataset",
     "COCOObjectInstancesDataset",
     "COCOStuffDataset",
     "FolderSegmentationDataset",
