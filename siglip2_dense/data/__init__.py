@@ -6,6 +6,12 @@ is ``"mask"`` ([H, W] uint8 class indices, 255 = ignore) and/or ``"depth"`` ([H,
 """
 
 from siglip2_dense.data.ade20k import ADE20KDataset, ade20k_class_names, ade20k_palette
+from siglip2_dense.data.benchmarks import (
+    BENCHMARKS,
+    Benchmark,
+    benchmark_class_names,
+    build_benchmark_dataset,
+)
 from siglip2_dense.data.cityscapes import CityscapesDataset
 from siglip2_dense.data.coco_instances import COCOObjectInstancesDataset
 from siglip2_dense.data.coco_object import COCOObjectDataset
@@ -27,6 +33,8 @@ from siglip2_dense.data.write_formats import write_synthetic
 
 __all__ = [
     "ADE20KDataset",
+    "BENCHMARKS",
+    "Benchmark",
     "COCOObjectDataset",
     "CityscapesDataset",
     "COCOObjectInstancesDataset",
@@ -41,6 +49,8 @@ __all__ = [
     "SyntheticDataset",
     "SyntheticScene",
     "ade20k_class_names",
+    "benchmark_class_names",
+    "build_benchmark_dataset",
     "ade20k_palette",
     "build_depth_eval_transform",
     "build_depth_train_transform",
