@@ -2,9 +2,14 @@
 
     python tools/make_synthetic.py --format ade20k --out /tmp/ade --num 64 --seed 0 --size 512x683
     python tools/make_synthetic.py --format nyu-bts --out /tmp/nyu --num 32 --size 480x640
+    python tools/make_synthetic.py --format cocoobject --out /tmp/coco --num 16 --size 480x640
 
 Then read it back with ADE20KDataset(<out>/ADEChallengeData2016, ...), NYUv2Dataset(<out>, layout="bts"
-or "mat"), or FolderSegmentationDataset(<out>/images, <out>/masks, <out>/class_names.txt).
+or "mat"), FolderSegmentationDataset(<out>/images, <out>/masks, <out>/class_names.txt),
+PascalVOCDataset / PascalVOC20Dataset(<out>/VOCdevkit/VOC2012), PascalContextDataset /
+PascalContext59Dataset(<out>/VOCdevkit/VOC2010), COCOStuffDataset / COCOObjectDataset(<out>/coco_stuff164k),
+COCOObjectInstancesDataset(<out>/coco_stuff164k/images/val2017, <out>/coco_stuff164k/annotations/
+instances_val2017.json) or CityscapesDataset(<out>/cityscapes).
 """
 
 from __future__ import annotations

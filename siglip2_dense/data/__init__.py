@@ -6,9 +6,20 @@ is ``"mask"`` ([H, W] uint8 class indices, 255 = ignore) and/or ``"depth"`` ([H,
 """
 
 from siglip2_dense.data.ade20k import ADE20KDataset, ade20k_class_names, ade20k_palette
+from siglip2_dense.data.benchmarks import (
+    BENCHMARKS,
+    Benchmark,
+    benchmark_class_names,
+    build_benchmark_dataset,
+)
+from siglip2_dense.data.cityscapes import CityscapesDataset
+from siglip2_dense.data.coco_instances import COCOObjectInstancesDataset
+from siglip2_dense.data.coco_object import COCOObjectDataset
+from siglip2_dense.data.coco_stuff import COCOStuffDataset
 from siglip2_dense.data.collate import collate_as_lists, collate_padded
 from siglip2_dense.data.folder import FolderSegmentationDataset
 from siglip2_dense.data.nyu import NYUv2Dataset
+from siglip2_dense.data.pascal_context import PascalContext59Dataset, PascalContextDataset
 from siglip2_dense.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASS_NAMES
 from siglip2_dense.data.synthetic import SyntheticDataset, SyntheticScene, make_scene
 from siglip2_dense.data.transforms import (
@@ -17,16 +28,29 @@ from siglip2_dense.data.transforms import (
     build_segmentation_eval_transform,
     build_segmentation_train_transform,
 )
+from siglip2_dense.data.voc import PascalVOC20Dataset, PascalVOCDataset
 from siglip2_dense.data.write_formats import write_synthetic
 
 __all__ = [
     "ADE20KDataset",
+    "BENCHMARKS",
+    "Benchmark",
+    "COCOObjectDataset",
+    "CityscapesDataset",
+    "COCOObjectInstancesDataset",
+    "COCOStuffDataset",
     "FolderSegmentationDataset",
     "NYUv2Dataset",
+    "PascalContext59Dataset",
+    "PascalContextDataset",
+    "PascalVOC20Dataset",
+    "PascalVOCDataset",
     "SYNTHETIC_CLASS_NAMES",
     "SyntheticDataset",
     "SyntheticScene",
     "ade20k_class_names",
+    "benchmark_class_names",
+    "build_benchmark_dataset",
     "ade20k_palette",
     "build_depth_eval_transform",
     "build_depth_train_transform",

@@ -2,7 +2,8 @@
 
 Scene ``i`` of a set written with seed ``S`` is ``make_scene(scene_seed(S, i), H, W)``, the same scene as
 ``SyntheticDataset(num, S, (H, W))[i]``. Scenes with ``i % 4 == 1`` form the evaluation split
-(ADE20K ``validation``, NYUv2 ``test``), the others the training split, so ``num >= 2`` gives both.
+(ADE20K ``validation``, NYUv2 ``test``, VOC / Context / Cityscapes ``val``, COCO ``val2017``), the others
+the training split, so ``num >= 2`` gives both (:mod:`~siglip2_dense.data.scene_splits`).
 
 - ``ade20k``: ``ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_<split>_<i:08d>.{jpg,png}``.
   Label PNG value = synthetic class + 1 (1 = background, 2 = "red circle", ...); 0 ("other" in ADE20K,
@@ -16,6 +17,11 @@ Scene ``i`` of a set written with seed ``S`` is ``make_scene(scene_seed(S, i), H
   ``trainNdxs`` / ``testNdxs`` column vectors; MATLAB v5 via scipy when installed, else HDF5).
 - ``folder``: ``images/<i:05d>.png``, ``masks/<i:05d>.png`` (synthetic class), ``class_names.txt``,
   for :class:`~siglip2_dense.data.folder.FolderSegmentationDataset` (all scenes, no split).
+- ``voc``, ``context``: ``VOCdevkit/VOC2012`` / ``VOCdevkit/VOC2010`` (:mod:`~siglip2_dense.data.write_pascal`).
+- ``cocostuff``, ``cocoobject``: ``coco_stuff164k`` with raw and converted label maps, COCO-Object's
+  ``_instanceTrainIds`` PNGs and ``instances_<split>.json`` (:mod:`~siglip2_dense.data.write_coco`).
+- ``cityscapes``: ``cityscapes/{leftImg8bit,gtFine}`` (:mod:`~siglip2_dense.data.write_cityscapes`).
+Each of those modules states its class mapping (synthetic class -> the value in the files).
 
 Every file is written to a temporary name and renamed into place.
 """
@@ -23,7 +29,7 @@ Every file is written to a temporary name and renamed into place.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
@@ -31,30 +37,15 @@ import numpy as np
 
 from siglip2_dense.data.image_io import write_png, write_rgb
 from siglip2_dense.data.nyu import BTS_DATA_DIRS, BTS_LIST_FILES, LABELED_MAT_FILE, SPLITS_MAT_FILE
-from siglip2_dense.data.synthetic import CLASS_NAMES, SyntheticScene, make_scene, scene_seed
+from siglip2_dense.data.scene_splits import Size, is_evaluation_scene, iter_scenes
+from siglip2_dense.data.synthetic import CLASS_NAMES
+from siglip2_dense.data.write_cityscapes import write_cityscapes
+from siglip2_dense.data.write_coco import write_cocoobject, write_cocostuff
+from siglip2_dense.data.write_pascal import write_context, write_voc
 from siglip2_dense.errors import RequestError
 from siglip2_dense.files import atomic_output, write_bytes_atomic
 
-FORMATS = ("ade20k", "nyu-bts", "nyu-mat", "folder")
-Size = tuple[int, int]
-
-
-def is_evaluation_scene(index: int) -> bool:
-    """Whether scene ``index`` belongs to the evaluation split (validation / test)."""
-    return index % 4 == 1
-
-
-def iter_scenes(num: int, seed: int, size: Size | Sequence[Size]) -> Iterator[tuple[int, SyntheticScene]]:
-    """Yield ``(index, scene)`` for ``index`` in ``0..num-1``.
-
-    ``size`` is one ``(height, width)`` for every scene, or a list cycled over the scenes.
-    """
-    if num < 2:
-        raise RequestError(f"num={num}: write at least 2 scenes so both splits get one")
-    sizes = [size] if isinstance(size[0], int) else list(size)
-    for index in range(num):
-        height, width = sizes[index % len(sizes)]
-        yield index, make_scene(scene_seed(seed, index), height, width)
+FORMATS = ("ade20k", "nyu-bts", "nyu-mat", "folder", "voc", "context", "cocostuff", "cocoobject", "cityscapes")
 
 
 def write_ade20k(
@@ -143,7 +134,11 @@ def _write_class_names(path: Path) -> None:
     write_bytes_atomic(path, ("\n".join(CLASS_NAMES) + "\n").encode())
 
 
-WRITERS = {"ade20k": write_ade20k, "nyu-bts": write_nyu_bts, "nyu-mat": write_nyu_mat, "folder": write_folder}
+WRITERS = {
+    "ade20k": write_ade20k, "nyu-bts": write_nyu_bts, "nyu-mat": write_nyu_mat, "folder": write_folder,
+    "voc": write_voc, "context": write_context, "cocostuff": write_cocostuff, "cocoobject": write_cocoobject,
+    "cityscapes": write_cityscapes,
+}  # fmt: skip
 
 
 def write_synthetic(

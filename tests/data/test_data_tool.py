@@ -27,7 +27,7 @@ def test_command_line_tool_writes_a_readable_ade20k_set(tmp_path):
     np.testing.assert_array_equal(val[1]["mask"], SyntheticDataset(6, 7, (24, 40))[5]["mask"])
 
 
-@pytest.mark.parametrize("format_name", FORMATS)
+@pytest.mark.parametrize("format_name", ["ade20k", "nyu-bts", "nyu-mat", "folder"])  # the benchmark formats: test_data_formats_agree.py
 def test_every_format_round_trips_its_targets(tmp_path, format_name):
     root = write_synthetic(format_name, tmp_path, 2, seed=1, size=(20, 28))
     scene = SyntheticDataset(2, 1, (20, 28))[1]  # scene 1 is in the evaluation split
@@ -38,6 +38,17 @@ def test_every_format_round_trips_its_targets(tmp_path, format_name):
     else:
         depth = NYUv2Dataset(root, "test", format_name.split("-")[1])[0]["depth"]
         np.testing.assert_allclose(depth, scene["depth"], atol=0.0005 + 1e-6)
+
+
+def test_command_line_tool_writes_the_benchmark_formats(tmp_path):
+    command = [sys.executable, str(REPO / "tools" / "make_synthetic.py"), "--format", "cocoobject"]
+    command += ["--out", str(tmp_path), "--num", "2", "--size", "20x24"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    root = tmp_path / "coco_stuff164k"
+    assert (root / "annotations" / "val2017" / "000000000001_instanceTrainIds.png").is_file()
+    assert (root / "annotations" / "instances_val2017.json").is_file()
+    assert set(FORMATS) >= {"voc", "context", "cocostuff", "cocoobject", "cityscapes"}
 
 
 def test_unknown_format_and_too_few_scenes(tmp_path):
