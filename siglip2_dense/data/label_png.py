@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from siglip2_dense.data.image_io import write_bytes_atomic
 from siglip2_dense.errors import DataError, MissingFileError
+from siglip2_dense.files import write_bytes_atomic
 from siglip2_dense.image_input import MAX_IMAGE_PIXELS
 
 IGNORE_INDEX = 255

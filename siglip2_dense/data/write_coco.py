@@ -31,9 +31,10 @@ from siglip2_dense.data.class_name_files import packaged_class_names
 from siglip2_dense.data.coco_instances import COCO_THING_CATEGORY_IDS
 from siglip2_dense.data.coco_object import convert_coco_object_labels
 from siglip2_dense.data.coco_stuff import STUFFTHINGMAP_VALUES
-from siglip2_dense.data.image_io import write_bytes_atomic, write_png, write_rgb
+from siglip2_dense.data.image_io import write_png, write_rgb
 from siglip2_dense.data.scene_splits import Size, is_evaluation_scene, iter_scenes
 from siglip2_dense.data.synthetic import NUM_CLASSES
+from siglip2_dense.files import write_bytes_atomic
 
 WALL_OTHER_TRAIN_ID = 161  # packaged_class_names("coco_stuff")[161] == "wall-other"
 SYNTHETIC_TO_STUFF_TRAIN_ID = np.array([WALL_OTHER_TRAIN_ID, *range(NUM_CLASSES - 1)], np.uint8)

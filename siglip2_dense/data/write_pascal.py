@@ -22,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from siglip2_dense.data.image_io import write_bytes_atomic, write_png, write_rgb
+from siglip2_dense.data.image_io import write_png, write_rgb
 from siglip2_dense.data.label_png import IGNORE_INDEX, write_palette_png
 from siglip2_dense.data.scene_splits import Size, is_evaluation_scene, iter_scenes
 from siglip2_dense.data.voc import VOC_PALETTE
+from siglip2_dense.files import write_bytes_atomic
 
 
 def void_boundary(mask: np.ndarray) -> np.ndarray:
