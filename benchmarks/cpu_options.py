@@ -52,8 +52,8 @@ def compile_speedup() -> Figure:
 def channels_last_speedup() -> Figure:
     """``DPTHead(channels_last=False)`` against the default ``channels_last=True`` on the same features."""
     torch.manual_seed(0)
-    head = build_head("dpt", in_channels=[768] * 4, num_outputs=150, channels_last=False).eval()
-    head_last = build_head("dpt", in_channels=[768] * 4, num_outputs=150).eval()
+    head = build_head("dpt", in_channels=[768] * 4, num_classes=150, channels_last=False).eval()
+    head_last = build_head("dpt", in_channels=[768] * 4, num_classes=150).eval()
     head_last.load_state_dict(head.state_dict())
     batch, height, width = 2, 32, 32
     maps = [torch.randn(batch, 768, height, width) for _ in range(4)]

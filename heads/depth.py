@@ -71,13 +71,18 @@ class BinsDepthHead(nn.Module):
         self.classifier = nn.Conv2d(width, int(num_bins), kernel_size=1)
         self.to_depth = DepthFromBins(min_depth, max_depth, int(num_bins), bin_spacing)
 
-    def forward(self, features: DenseFeatures) -> torch.Tensor:
-        """:class:`DenseFeatures` -> depth ``[B, 1, Hmax, Wmax]`` (metres), zero on padded cells."""
+    def batch_norm_input(self, features: DenseFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+        """What ``self.norm`` normalises: ``([B, C, Hmax, Wmax], mask [B, Hmax, Wmax])``, a function of the
+        features alone (see :meth:`LinearHead.batch_norm_input`)."""
         maps = masked_maps(features, self.in_channels, "BinsDepthHead")
         maps = maps if self.layers == "all" else maps[-1:]
         if self.use_pooled:
             pooled = pooled_embedding(features, self.pooled_channels, "BinsDepthHead")
             maps = [*maps, broadcast_to_cells(pooled.to(maps[0].dtype), features.mask)]
-        x = self.norm(torch.cat(maps, dim=1), features.mask)
+        return torch.cat(maps, dim=1), features.mask
+
+    def forward(self, features: DenseFeatures) -> torch.Tensor:
+        """:class:`DenseFeatures` -> depth ``[B, 1, Hmax, Wmax]`` (metres), zero on padded cells."""
+        x = self.norm(*self.batch_norm_input(features))
         depth = self.to_depth(self.classifier(self.dropout(x)))
         return zero_padding(depth, features.mask)

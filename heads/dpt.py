@@ -33,6 +33,8 @@ from .masked_batch_norm import MaskedBatchNorm2d
 from .padded_grid import grid_sizes_at, mask_like, pool_to_grid, zero_padding
 
 TASKS = ("segmentation", "depth")
+# a depth DPT's range when not given: BinsDepthHead's defaults (DINOv2's NYUv2 probe: 256 uniform bins, 1e-3..10 m)
+DEPTH_DEFAULTS = {"min_depth": 1e-3, "max_depth": 10.0, "num_bins": 256, "bin_spacing": "uniform"}
 FINE_SCALE = 8  # the fused map's resolution relative to the patch grid
 
 
@@ -52,7 +54,8 @@ class DPTHead(nn.Module):
     Args:
         in_channels: the backbone's ``out_channels``: exactly four layers, shallow to deep
             (e.g. ``layers=[2, 5, 8, 11]`` on a 12-block ViT, as DPT-Base).
-        num_outputs: K, the number of classes; 1 for depth.
+        num_classes: K, the number of classes (segmentation only, required there; as
+            :class:`LinearHead`). A depth DPT predicts one value per cell and takes no class count.
         task: ``"segmentation"`` (logits) or ``"depth"`` (metres from depth bins).
         features: F, the fusion width (default :func:`default_fusion_width`).
         reassemble_channels: four widths of the reassembled layers (default
@@ -64,7 +67,8 @@ class DPTHead(nn.Module):
         use_batchnorm: BatchNorm in the residual units and the segmentation head (default: True for
             segmentation, False for depth, as DPT).
         dropout: dropout before the segmentation classifier.
-        min_depth, max_depth, num_bins, bin_spacing: depth only, as :class:`BinsDepthHead`.
+        min_depth, max_depth, num_bins, bin_spacing: depth only, as :class:`BinsDepthHead`
+            (defaults 1e-3, 10.0, 256, ``"uniform"``); a segmentation DPT refuses them.
         channels_last: keep convolution weights and activations in channels-last memory order
             (1.02-1.12x faster on CPU over seven runs of ``benchmarks/cpu_options.py``, median
             1.08x; the outputs are the same).
@@ -76,7 +80,7 @@ class DPTHead(nn.Module):
     def __init__(
         self,
         in_channels: Sequence[int],
-        num_outputs: int,
+        num_classes: int | None = None,
         task: str = "segmentation",
         features: int | None = None,
         reassemble_channels: Sequence[int] | None = None,
@@ -84,10 +88,10 @@ class DPTHead(nn.Module):
         pooled_channels: int | None = None,
         use_batchnorm: bool | None = None,
         dropout: float = 0.0,
-        min_depth: float = 1e-3,
-        max_depth: float = 10.0,
-        num_bins: int = 256,
-        bin_spacing: str = "uniform",
+        min_depth: float | None = None,
+        max_depth: float | None = None,
+        num_bins: int | None = None,
+        bin_spacing: str | None = None,
         channels_last: bool = True,
     ) -> None:
         super().__init__()
@@ -99,14 +103,26 @@ class DPTHead(nn.Module):
             )
         if task not in TASKS:
             raise RequestError(f"DPTHead: task={task!r}; expected one of {', '.join(TASKS)}")
-        if int(num_outputs) < 1 or (task == "depth" and int(num_outputs) != 1):
-            raise RequestError(f"DPTHead: num_outputs={num_outputs} for task={task!r}; expected K >= 1 (1 for depth)")
+        depth_range = dict(min_depth=min_depth, max_depth=max_depth, num_bins=num_bins, bin_spacing=bin_spacing)
+        if task == "segmentation":
+            if num_classes is None or int(num_classes) < 1:
+                raise RequestError(f"DPTHead: num_classes={num_classes} for task='segmentation'; expected K >= 1")
+            given = sorted(k for k, v in depth_range.items() if v is not None)
+            if given:
+                raise RequestError(f"DPTHead: {', '.join(given)} given for task='segmentation'; the depth range "
+                                   "belongs to task='depth'")
+        elif num_classes is not None:
+            raise RequestError(f"DPTHead: num_classes={num_classes} for task='depth'; a depth head predicts one "
+                               "value per cell, leave num_classes out (it takes min_depth, max_depth, num_bins, "
+                               "bin_spacing)")
         if readout not in READOUTS:
             raise RequestError(f"DPTHead: readout={readout!r}; expected one of {', '.join(READOUTS)}")
         if not 0.0 <= dropout < 1.0:
             raise RequestError(f"DPTHead: dropout={dropout}; expected a probability in [0, 1)")
         if task == "depth":
-            check_depth_range(min_depth, max_depth, num_bins, bin_spacing, "DPTHead")
+            depth_range = {k: DEPTH_DEFAULTS[k] if v is None else v for k, v in depth_range.items()}
+            check_depth_range(depth_range["min_depth"], depth_range["max_depth"], depth_range["num_bins"],
+                              depth_range["bin_spacing"], "DPTHead")
         width = int(features) if features is not None else default_fusion_width(channels)
         stages = (checked_channels(reassemble_channels, "DPTHead reassemble_channels")
                   if reassemble_channels is not None else default_reassemble_channels(channels))
@@ -120,12 +136,15 @@ class DPTHead(nn.Module):
                 f"DPTHead: readout='add' needs the pooled width ({pooled_width}) to equal every layer's {channels}"
             )
         batchnorm = (task == "segmentation") if use_batchnorm is None else bool(use_batchnorm)
+        # the keywords this task takes (the depth range resolved), so build_head(**config) rebuilds this head
+        task_keywords = (dict(num_classes=int(num_classes)) if task == "segmentation" else
+                         dict(min_depth=float(depth_range["min_depth"]), max_depth=float(depth_range["max_depth"]),
+                              num_bins=int(depth_range["num_bins"]), bin_spacing=depth_range["bin_spacing"]))
         self.config = dict(
-            in_channels=channels, num_outputs=int(num_outputs), task=task, features=features,
+            in_channels=channels, task=task, **task_keywords, features=features,
             reassemble_channels=list(reassemble_channels) if reassemble_channels is not None else None,
             readout=readout, pooled_channels=pooled_channels, use_batchnorm=use_batchnorm,
-            dropout=float(dropout), min_depth=float(min_depth), max_depth=float(max_depth),
-            num_bins=int(num_bins), bin_spacing=bin_spacing, channels_last=bool(channels_last),
+            dropout=float(dropout), channels_last=bool(channels_last),
         )
         self.in_channels, self.task, self.readout, self.pooled_channels = channels, task, readout, pooled_width
         self.reassemble = nn.ModuleList(
@@ -139,8 +158,11 @@ class DPTHead(nn.Module):
         self.output_norm = MaskedBatchNorm2d(width) if batchnorm and task == "segmentation" else None
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(self.output_conv.out_channels,
-                                    int(num_outputs) if task == "segmentation" else int(num_bins), kernel_size=1)
-        self.to_depth = DepthFromBins(min_depth, max_depth, int(num_bins), bin_spacing) if task == "depth" else None
+                                    int(num_classes) if task == "segmentation" else int(depth_range["num_bins"]),
+                                    kernel_size=1)
+        self.to_depth = (DepthFromBins(float(depth_range["min_depth"]), float(depth_range["max_depth"]),
+                                       int(depth_range["num_bins"]), depth_range["bin_spacing"])
+                         if task == "depth" else None)
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)

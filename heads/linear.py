@@ -65,12 +65,18 @@ class LinearHead(nn.Module):
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(width, int(num_classes), kernel_size=1)
 
-    def forward(self, features: DenseFeatures) -> torch.Tensor:
-        """:class:`DenseFeatures` -> logits ``[B, K, Hmax, Wmax]``, zero on padded cells."""
+    def batch_norm_input(self, features: DenseFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+        """What ``self.norm`` normalises: ``([B, C, Hmax, Wmax], mask [B, Hmax, Wmax])``, a function of the
+        features alone (no trained layer before it), so a training loop can pool its batch statistics
+        over every micro-batch of an accumulated step before the forward."""
         maps = masked_maps(features, self.in_channels, "LinearHead")
         chosen = maps if self.layers == "all" else maps[-1:]
         if self.use_pooled:
             pooled = pooled_embedding(features, self.pooled_channels, "LinearHead")
             chosen = [*chosen, broadcast_to_cells(pooled.to(maps[0].dtype), features.mask)]
-        x = self.norm(torch.cat(chosen, dim=1), features.mask)
+        return torch.cat(chosen, dim=1), features.mask
+
+    def forward(self, features: DenseFeatures) -> torch.Tensor:
+        """:class:`DenseFeatures` -> logits ``[B, K, Hmax, Wmax]``, zero on padded cells."""
+        x = self.norm(*self.batch_norm_input(features))
         return zero_padding(self.classifier(self.dropout(x)), features.mask)

@@ -125,7 +125,15 @@ class TrainConfig:
     batch_size: int = 16
     """Global batch (all processes, all accumulation steps together)."""
     grad_accum_steps: int = 1
-    """Micro-batches per optimiser step in each process."""
+    """Micro-batches per optimiser step in each process (``batch_size`` stays the step's batch). Exact
+    for the linear and bins heads on a frozen backbone: their BatchNorm takes the statistics of the
+    whole step's batch (a first pass over the micro-batches' features) and updates its running
+    statistics once per step, so a step equals one with the whole batch in one forward (and N
+    processes, whose statistics are synced, equal one). Not exact, with one warning at start:
+    BatchNorm after trained layers (DPT with ``use_batchnorm``), normalised per micro-batch; a tuned
+    backbone (statistics exact, their gradient into the backbone per micro-batch; features computed
+    twice); depth losses, which pool over the batch and are averaged over micro-batches. With a frozen
+    backbone the step's features are held in memory from the statistics pass to the forward."""
     lr: float = 1e-3
     """Head learning rate (peak, after warm-up)."""
     lr_grid: list[float] = field(default_factory=list)

@@ -39,7 +39,7 @@ from siglip2_dense.backbone.features import DenseFeatures
 from siglip2_dense.backbone.siglip import load_backbone
 from siglip2_dense.errors import CheckpointError, MissingFileError
 from siglip2_dense.files import atomic_output, write_json
-from siglip2_dense.heads import build_head, head_name
+from siglip2_dense.heads import build_head, head_name, upgrade_saved_head_config
 
 CONFIG_FILE = "dense_model.json"
 HEAD_WEIGHTS_FILE = "head.safetensors"
@@ -110,7 +110,8 @@ class DenseModel(nn.Module):
             freeze=saved_backbone["freeze"], tune_last_blocks=saved_backbone["tune_last_blocks"],
             dtype=dtype, device=device,
         )
-        head_config = {**saved_head["config"], "in_channels": list(backbone.out_channels)}
+        saved_config = upgrade_saved_head_config(saved_head["name"], saved_head["config"])  # older keywords
+        head_config = {**saved_config, "in_channels": list(backbone.out_channels)}
         head = build_head(saved_head["name"], **head_config)
         head.to(device=backbone_device(backbone), dtype=dtype or torch.float32)
         load_strict(head, read_safetensors(Path(directory) / weights["head"]), "head", saved_head["config"])

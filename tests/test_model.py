@@ -21,8 +21,8 @@ from siglip2_dense.model import CONFIG_FILE, DenseModel, dense_model_config, sav
 HEADS = {
     "linear": ("linear", dict(num_classes=5)),
     "bins": ("bins", dict(num_bins=16, min_depth=0.5, max_depth=4.0)),
-    "dpt-seg": ("dpt", dict(num_outputs=5)),
-    "dpt-depth": ("dpt", dict(num_outputs=1, task="depth", num_bins=16, min_depth=0.5, max_depth=4.0)),
+    "dpt-seg": ("dpt", dict(num_classes=5)),
+    "dpt-depth": ("dpt", dict(task="depth", num_bins=16, min_depth=0.5, max_depth=4.0)),
 }
 
 
@@ -76,7 +76,7 @@ def test_forward_and_backward_with_a_frozen_backbone_train_only_the_head(case, c
     model.train()
     output = model(**inputs)
     grid = inputs["spatial_shapes"]
-    assert output.shape == (3, HEADS[case][1].get("num_classes", HEADS[case][1].get("num_outputs", 1)),
+    assert output.shape == (3, HEADS[case][1].get("num_classes", 1),
                             int(grid[:, 0].max()), int(grid[:, 1].max()))
     loss = per_image_loss(case, output, grid)
     assert torch.isfinite(loss)

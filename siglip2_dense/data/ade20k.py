@@ -7,7 +7,8 @@
       annotations/{training,validation}/ADE_train_00000001.png, ...   (uint8, 0 = "other", k = class k-1)
 
 With ``reduce_zero_label=True`` (the protocol of mmsegmentation and DINOv2) label 0 becomes the ignore
-value 255 and every other label k becomes k - 1, so the returned mask indexes :data:`ADE20K_CLASSES`.
+value 255, every label k in 1..150 becomes k - 1, so the returned mask indexes :data:`ADE20K_CLASSES`,
+and a pixel already marked 255 (ignore) stays 255, exactly as mmsegmentation's ``LoadAnnotations``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from siglip2_dense.data.image_io import read_label_map, read_rgb
+from siglip2_dense.data.label_png import reduce_zero_label
 from siglip2_dense.errors import DataError, MissingFileError, RequestError
 
 ADE20K_SPLITS = ("training", "validation")
@@ -47,13 +49,6 @@ def ade20k_palette() -> np.ndarray:
     return np.asarray(_ade20k_metadata()["palette"], dtype=np.uint8)
 
 
-def reduce_zero_label(labels: np.ndarray) -> np.ndarray:
-    """Map label 0 to 255 (ignore) and every other label k to k - 1; ``[H, W]`` uint8 in and out."""
-    reduced = labels.astype(np.int16) - 1
-    reduced[labels == 0] = IGNORE_INDEX
-    return reduced.astype(np.uint8)
-
-
 class ADE20KDataset(Dataset):
     """ADE20K images and label maps, one split.
 
@@ -64,7 +59,8 @@ class ADE20KDataset(Dataset):
         transform: optional callable applied to each item dict (see :mod:`siglip2_dense.data.transforms`).
 
     Items are dicts ``{"image": [H, W, 3] uint8 RGB, "mask": [H, W] uint8, "path": str}`` (the image path);
-    the mask holds class indices 0..149 and 255 for ignore (or the raw 0..150 without reduction).
+    the mask holds class indices 0..149 and 255 for ignore (or the raw 0..150 without reduction);
+    annotations may mark pixels 255 (ignore), which stay 255 either way.
     """
 
     class_names: tuple[str, ...] = ade20k_class_names()
@@ -98,11 +94,11 @@ class ADE20KDataset(Dataset):
                 f"size mismatch: image {image_path} is {image.shape[0]}x{image.shape[1]} but its annotation "
                 f"{label_path} is {labels.shape[0]}x{labels.shape[1]} (height x width); they must be equal"
             )
-        highest = int(labels.max())
-        if highest > ADE20K_NUM_CLASSES:
+        invalid = (labels > ADE20K_NUM_CLASSES) & (labels != IGNORE_INDEX)
+        if invalid.any():
             raise DataError(
-                f"annotation {label_path} holds label {highest}; ADE20K labels are 0..{ADE20K_NUM_CLASSES} "
-                "(0 = other, k = class k-1)"
+                f"annotation {label_path} holds label {int(labels[invalid].max())}; ADE20K labels are "
+                f"0..{ADE20K_NUM_CLASSES} (0 = other, k = class k-1) or {IGNORE_INDEX} (ignore)"
             )
         mask = reduce_zero_label(labels) if self.reduce_zero_label else labels
         item = {"image": image, "mask": mask, "path": str(image_path)}

@@ -34,8 +34,7 @@ from siglip2_dense.data.coco_stuff import (
     check_label_format,
     coco_pairs,
 )
-from siglip2_dense.data.image_io import write_png
-from siglip2_dense.data.label_png import read_label_png
+from siglip2_dense.data.image_io import read_label_map, write_png
 from siglip2_dense.data.listed_pairs import LabelledImageDataset, as_root
 
 OBJECT_LABEL_FORMATS = {"instanceTrainIds": "_instanceTrainIds.png", "stuffthingmaps": ".png"}
@@ -72,7 +71,7 @@ def convert_coco_object_labels(root: str | os.PathLike, split: str = "val2017") 
     written = []
     for _, raw_path in pairs:
         out = raw_path.with_name(f"{raw_path.stem}_instanceTrainIds.png")
-        write_png(out, stuffthingmap_to_coco_object(read_label_png(raw_path)))
+        write_png(out, stuffthingmap_to_coco_object(read_label_map(raw_path)))
         written.append(out)
     return written
 

@@ -3,7 +3,7 @@
 ::
 
     images_dir/  street_001.jpg, street_002.png, ...      (any common image format)
-    masks_dir/   street_001.png, street_002.png, ...      (single-channel uint8, value = class index)
+    masks_dir/   street_001.png, street_002.png, ...      (grey uint8 or palette PNG, value = class index)
     class_names_file                                       (one name per line; line k names class k)
 
 An image and its mask are matched by file stem. Mask values must be class indices (0..K-1) or

@@ -11,7 +11,9 @@ is empty, not an image, or an image that is truncated or corrupt. :func:`read_rg
 values by the rules of :func:`~siglip2_dense.image_input.to_rgb_uint8` (16-bit / 257, grey to three
 channels, alpha dropped); CMYK files go through PIL's conversion. Data sets read pixels as stored:
 their label maps are drawn on the stored pixels, so EXIF orientation is applied only on request
-(``apply_exif_orientation=True``, for a user's photos, as the command-line tools do).
+(``apply_exif_orientation=True``, for a user's photos, as the command-line tools do). Label maps
+(:func:`read_label_map`) are class indices: a palette PNG gives its stored indices (PIL decodes it,
+since OpenCV expands a palette into colours), as mmsegmentation reads Pascal VOC's label maps.
 """
 
 from __future__ import annotations
@@ -75,16 +77,47 @@ def read_rgb(path: str | os.PathLike, apply_exif_orientation: bool = False) -> n
         raise DataError(str(error)) from None
 
 
+PALETTE_MODES = ("P",)  # PIL's mode for an image whose pixels are indices into a colour table
+
+
 def read_label_map(path: str | os.PathLike) -> np.ndarray:
-    """Read a single-channel 8-bit label PNG as ``[H, W]`` uint8, values kept as stored."""
-    labels = read_unchanged(path)
+    """Read a label map as ``[H, W]`` uint8 class indices, values kept as stored.
+
+    A grey 8-bit PNG holds the indices as its pixel values. A palette PNG (PIL mode ``P``, as
+    Pascal VOC's and Pascal Context's ``SegmentationClass`` maps) holds them as indices into its
+    colour table: they are returned as they are, never expanded into colours. This is what
+    mmsegmentation reads (``LoadAnnotations`` decodes with ``imdecode_backend='pillow'`` and
+    ``flag='unchanged'``, and mmcv's ``_pillow2array`` then takes ``np.array(img)``, the palette
+    indices), so a grey and a palette PNG of the same labels give the same array.
+
+    Raises:
+        MissingFileError: no such file. DataError: the file is not an image, is truncated or
+            corrupt, or holds colours or 16-bit values instead of one 8-bit index per pixel.
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    header = read_header(path, data)
+    if header is not None and header.mode in PALETTE_MODES:
+        labels = _decode_palette_indices(path, data)
+    else:
+        labels = _decode(path, data, header)
     if labels.ndim != 2 or labels.dtype != np.uint8:
         shape = "x".join(str(s) for s in labels.shape)
         raise DataError(
             f"label map {path} is {labels.dtype} with shape {shape}; "
-            "expected a single-channel 8-bit PNG (one class index per pixel)"
+            "expected a single-channel 8-bit or palette PNG (one class index per pixel)"
         )
     return labels
+
+
+def _decode_palette_indices(path: Path, data: bytes) -> np.ndarray:
+    """The ``[H, W]`` uint8 colour-table indices of a palette image (PIL decodes; OpenCV would expand them)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return np.array(image, dtype=np.uint8)
+    except OSError as error:
+        raise DataError(f"cannot decode {path}: {error}; replace it with a complete copy") from None
 
 
 def read_unchanged(path: str | os.PathLike) -> np.ndarray:

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from siglip2_dense.data.image_io import read_rgb
-from siglip2_dense.data.label_png import IGNORE_INDEX, read_label_png
+from siglip2_dense.data.image_io import read_label_map, read_rgb
+from siglip2_dense.data.label_png import IGNORE_INDEX
 from siglip2_dense.errors import DataError, MissingFileError, RequestError
 from siglip2_dense.files import read_text_file
 
@@ -118,7 +118,7 @@ class LabelledImageDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_path, label_path = self.pairs[index]
         image = read_rgb(image_path)
-        labels = read_label_png(label_path)
+        labels = read_label_map(label_path)
         if labels.shape != image.shape[:2]:
             raise DataError(
                 f"size mismatch: image {image_path} is {image.shape[0]}x{image.shape[1]} but its label map "

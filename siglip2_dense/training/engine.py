@@ -11,8 +11,12 @@ global batch, each process takes ``batch_size / N``)::
 
 Per step: ``grad_accum_steps`` micro-batches -> backbone features (or cached ones) -> every head
 -> outputs resized to the crop's pixels -> loss (cross-entropy averaged over the labelled pixels
-of the whole global batch, so N processes and accumulation give the 1-process gradient; depth:
-``losses.depth_loss``) -> backward -> per-head gradient clipping -> AdamW -> lr schedule. Every
+of the whole global batch; depth: ``losses.depth_loss``) -> backward -> per-head gradient
+clipping -> AdamW -> lr schedule. The heads' BatchNorm takes its statistics over the whole global
+batch: over processes by SyncBN, over micro-batches by a first pass that pools them before the
+forward (:mod:`.accumulation`), so N processes and accumulation give the 1-process gradient of the
+linear and bins heads on a frozen backbone; where they cannot (BatchNorm after trained layers, a
+tuned backbone, depth losses) one warning at start says so. Every
 ``val_every`` steps every head is validated (:mod:`.validation`), the best head so far is saved
 as a ``DenseModel`` in ``<output_dir>/best``; every ``checkpoint_every`` steps a resumable
 checkpoint is written (:mod:`.checkpoint`). Rank 0 writes ``config.yaml``, ``log.jsonl`` and the
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import time
@@ -36,6 +41,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from siglip2_dense.backbone.features import DenseFeatures
 from siglip2_dense.build import (
     build_backbone,
     build_dataset,
@@ -63,6 +69,13 @@ from siglip2_dense.evaluation.grid_to_pixels import outputs_to_pixels
 from siglip2_dense.evaluation.protocols import check_eval_config
 from siglip2_dense.head_grid import HeadGrid
 from siglip2_dense.losses import depth_loss
+from siglip2_dense.training.accumulation import (
+    accumulation_caveats,
+    collect_step_statistics,
+    has_step_statistics,
+    pool_step_statistics,
+    release_step_statistics,
+)
 from siglip2_dense.training.checkpoint import (
     capture_rng_state,
     latest_checkpoint,
@@ -77,6 +90,7 @@ from siglip2_dense.training.sync_batch_norm import convert_to_sync_batch_norm
 from siglip2_dense.training.validation import evaluate, main_metric
 
 DROPOUT_STREAM = 3
+logger = logging.getLogger(__name__)
 
 
 def train(config: ExperimentConfig) -> dict[str, Any]:
@@ -111,8 +125,9 @@ def _train(config: ExperimentConfig, context: ProcessContext) -> dict[str, Any]:
                           "they need a frozen backbone (model.tune_last_blocks=0)")
     grid = build_head_grid(config, backbone)
     heads = list(grid.heads)
-    if context.distributed:
-        convert_to_sync_batch_norm(grid.heads)
+    if context.distributed or tc.grad_accum_steps > 1:
+        convert_to_sync_batch_norm(grid.heads)  # statistics over the whole step's batch (see .accumulation)
+    pool_statistics = tc.grad_accum_steps > 1 and any(has_step_statistics(h) for h in grid.heads)
     torch.manual_seed(derived_seed(tc.seed, DROPOUT_STREAM, context.rank))  # dropout differs between processes
 
     # --- data: seeded views (or their cached features) in an order fixed by (seed, step) --------
@@ -161,6 +176,10 @@ def _train(config: ExperimentConfig, context: ProcessContext) -> dict[str, Any]:
         save_config(config, out / "config.yaml")
         log.write({"event": "start", "name": config.name, "step": start_step, "world_size": context.world_size,
                    "resumed_from": str(resume_from) if resume_from else None, "heads": describe_entries(entries)})
+        caveats = accumulation_caveats(grid, config.task) if tc.grad_accum_steps > 1 else []
+        if caveats:
+            logger.warning("train.grad_accum_steps=%d is not exactly one step with the whole batch: %s",
+                           tc.grad_accum_steps, "; ".join(caveats))
     progress = tqdm(total=tc.iterations, initial=start_step, disable=not context.is_main, desc=config.name,
                     dynamic_ncols=True)
 
@@ -173,15 +192,23 @@ def _train(config: ExperimentConfig, context: ProcessContext) -> dict[str, Any]:
         micro_batches = [next(batches) for _ in range(tc.grad_accum_steps)]
         normaliser = loss_normaliser(config, micro_batches, context)
         step_loss = torch.zeros(len(heads), dtype=torch.float64)
-        for index, batch in enumerate(micro_batches):
-            last = index == len(micro_batches) - 1
-            sync = contextlib.nullcontext() if last or not context.distributed else model.no_sync()
-            with sync:
-                with autocast():
-                    outputs = forward_to_pixels(model, grid, batch, config, device)
-                losses = head_losses(grid.split(outputs), batch["target"].to(device), config, normaliser, context)
-                losses.sum().backward()
-            step_loss += losses.detach().double().cpu()
+        features: list[DenseFeatures | None] = [None] * len(micro_batches)
+        try:
+            if pool_statistics:
+                features = pool_batch_norm_statistics(grid, micro_batches, config, device, autocast)
+            for index, batch in enumerate(micro_batches):
+                last = index == len(micro_batches) - 1
+                sync = contextlib.nullcontext() if last or not context.distributed else model.no_sync()
+                with sync:
+                    with autocast():
+                        outputs = forward_to_pixels(model, grid, batch, config, device, features[index])
+                    losses = head_losses(grid.split(outputs), batch["target"].to(device), config, normaliser,
+                                         context)
+                    losses.sum().backward()
+                step_loss += losses.detach().double().cpu()
+        finally:
+            release_step_statistics(grid)
+        del features
         clip_gradients(clip_sets, tc.grad_clip)
         optimizer.step()
         scheduler.step()
@@ -270,22 +297,61 @@ def loss_normaliser(config: ExperimentConfig, micro_batches: list[dict[str, Any]
     return max(float(total[0]), 1.0)
 
 
-def forward_to_pixels(
-    model: torch.nn.Module, grid: HeadGrid, batch: dict[str, Any], config: ExperimentConfig, device: torch.device
-) -> torch.Tensor:
-    """A training micro-batch -> every head's outputs at the crop's pixels ``[B, G*K, H, W]`` (float32)."""
-    backbone = grid.backbone
-    crop = tuple(batch["target"].shape[-2:])
+def pool_batch_norm_statistics(
+    grid: HeadGrid, micro_batches: list[dict[str, Any]], config: ExperimentConfig, device: torch.device,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+) -> list[DenseFeatures | None]:
+    """Pass 1 of an accumulated step: every micro-batch's features -> the heads' pooled BatchNorm statistics.
+
+    Returns each micro-batch's features for the forward to reuse when the backbone is frozen (they
+    hold no graph), or None each when it is tuned (the forward computes them again, with gradients).
+    """
+    kept: list[DenseFeatures | None] = []
+    with torch.no_grad():
+        for batch in micro_batches:
+            with autocast():
+                features = micro_batch_features(grid.backbone, batch, config, device)
+                collect_step_statistics(grid, features)
+            kept.append(None if grid.backbone.tuned else features)
+    pool_step_statistics(grid)
+    return kept
+
+
+def micro_batch_features(
+    backbone: torch.nn.Module, batch: dict[str, Any], config: ExperimentConfig, device: torch.device
+) -> DenseFeatures:
+    """A training micro-batch's backbone features: the cached ones moved to ``device``, or a backbone forward."""
     if "features" in batch:
         features = batch["features"]
-        features = type(features)(maps=[m.to(device, non_blocking=True) for m in features.maps],
-                                  mask=features.mask.to(device), grid_sizes=features.grid_sizes.to(device),
-                                  pooled=features.pooled.to(device) if features.pooled is not None else None)
+        return DenseFeatures(maps=[m.to(device, non_blocking=True) for m in features.maps],
+                             mask=features.mask.to(device), grid_sizes=features.grid_sizes.to(device),
+                             pooled=features.pooled.to(device) if features.pooled is not None else None)
+    return backbone(**preprocess_images(backbone, batch, config))
+
+
+def preprocess_images(backbone: torch.nn.Module, batch: dict[str, Any], config: ExperimentConfig) -> dict[str, Any]:
+    kwargs = {"max_num_patches": config.model.max_num_patches} if backbone.is_naflex else {}
+    return backbone.preprocess(batch["images"], **kwargs)
+
+
+def forward_to_pixels(
+    model: torch.nn.Module, grid: HeadGrid, batch: dict[str, Any], config: ExperimentConfig, device: torch.device,
+    features: DenseFeatures | None = None,
+) -> torch.Tensor:
+    """A training micro-batch -> every head's outputs at the crop's pixels ``[B, G*K, H, W]`` (float32).
+
+    ``features``: the micro-batch's backbone features when already computed (pass 1 of an
+    accumulated step on a frozen backbone); otherwise the cached ones or a backbone forward.
+    """
+    backbone = grid.backbone
+    crop = tuple(batch["target"].shape[-2:])
+    if features is None and "features" in batch:
+        features = micro_batch_features(backbone, batch, config, device)
+    if features is not None:
         outputs = model(features=features)
         grid_sizes = features.grid_sizes
     else:
-        kwargs = {"max_num_patches": config.model.max_num_patches} if backbone.is_naflex else {}
-        inputs = backbone.preprocess(batch["images"], **kwargs)
+        inputs = preprocess_images(backbone, batch, config)
         outputs = model(**inputs)
         grid_sizes = inputs["spatial_shapes"]
     return outputs_to_pixels(outputs, grid_sizes, crop, backbone.patch_size, backbone.is_naflex)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from siglip2_dense.data import ADE20KDataset, SyntheticDataset, ade20k_class_names, ade20k_palette
-from siglip2_dense.data.ade20k import reduce_zero_label
+from siglip2_dense.data.label_png import reduce_zero_label
 from siglip2_dense.data.image_io import write_png, write_rgb
 from siglip2_dense.data.write_formats import write_ade20k
 from siglip2_dense.errors import DataError, MissingFileError, RequestError
@@ -57,6 +57,33 @@ def test_reduce_zero_label_maps_zero_to_ignore_and_shifts_the_rest():
     np.testing.assert_array_equal(reduce_zero_label(labels), [[255, 0, 1], [149, 255, 36]])
 
 
+def mmseg_reduce_zero_label(labels: np.ndarray) -> np.ndarray:
+    """mmsegmentation's LoadAnnotations (mmseg/datasets/transforms/loading.py), step by step on uint8."""
+    seg = labels.copy()
+    seg[seg == 0] = 255
+    seg = seg - 1
+    seg[seg == 254] = 255
+    return seg
+
+
+def test_reduce_zero_label_keeps_255_as_mmsegmentation_does():
+    labels = np.array([[0, 1, 255], [150, 255, 0]], np.uint8)
+    np.testing.assert_array_equal(reduce_zero_label(labels), [[255, 0, 255], [149, 255, 255]])
+    every_value = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    np.testing.assert_array_equal(reduce_zero_label(every_value), mmseg_reduce_zero_label(every_value))
+
+
+def test_annotated_ignore_pixels_stay_ignored(ade_copy):
+    label_path = ade_copy / "annotations" / "training" / "ADE_train_00000000.png"
+    labels = np.full(SIZE, 3, np.uint8)
+    labels[:4] = 255
+    write_png(label_path, labels)
+    reduced = ADE20KDataset(ade_copy, "training")[0]["mask"]
+    assert (reduced[:4] == 255).all() and (reduced[4:] == 2).all()
+    raw = ADE20KDataset(ade_copy, "training", reduce_zero_label=False)[0]["mask"]
+    np.testing.assert_array_equal(raw, labels)
+
+
 def test_other_pixels_become_ignore(ade_copy):
     label_path = ade_copy / "annotations" / "training" / "ADE_train_00000000.png"
     labels = np.full(SIZE, 7, np.uint8)
@@ -97,7 +124,7 @@ def test_label_above_150_is_reported(ade_copy):
     labels = np.ones(SIZE, np.uint8)
     labels[3, 4] = 151
     write_png(ade_copy / "annotations" / "training" / "ADE_train_00000000.png", labels)
-    with pytest.raises(DataError, match=r"ADE_train_00000000\.png holds label 151.*0\.\.150"):
+    with pytest.raises(DataError, match=r"ADE_train_00000000\.png holds label 151.*0\.\.150.*or 255"):
         ADE20KDataset(ade_copy, "training")[0]
 
 

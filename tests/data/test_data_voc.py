@@ -10,8 +10,8 @@ from mmseg_reference import mmseg_load_seg_map
 from PIL import Image
 
 from siglip2_dense.data import PascalVOC20Dataset, PascalVOCDataset, SyntheticDataset
-from siglip2_dense.data.image_io import write_rgb
-from siglip2_dense.data.label_png import read_label_png, reduce_zero_label, write_palette_png
+from siglip2_dense.data.image_io import read_label_map, write_rgb
+from siglip2_dense.data.label_png import reduce_zero_label, write_palette_png
 from siglip2_dense.data.write_pascal import write_voc
 from siglip2_dense.errors import DataError, MissingFileError, RequestError
 
@@ -112,14 +112,14 @@ def voc_copy(voc_root, tmp_path):
 def test_rgb_label_png_is_refused(voc_copy):
     label = voc_copy / "SegmentationClass" / "2012_000001.png"
     write_rgb(label, np.zeros((*SIZE, 3), np.uint8))
-    with pytest.raises(DataError, match="RGB image.*single-channel"):
+    with pytest.raises(DataError, match="shape 36x52x3; expected a single-channel"):
         PascalVOCDataset(voc_copy, "val")[0]
 
 
 def test_out_of_range_label_is_refused(voc_copy):
     label = voc_copy / "SegmentationClass" / "2012_000001.png"
     write_palette_png(label, np.full(SIZE, 30, np.uint8), PascalVOCDataset.palette)
-    assert read_label_png(label)[0, 0] == 30
+    assert read_label_map(label)[0, 0] == 30
     with pytest.raises(DataError, match="value 30.*0..20 or 255"):
         PascalVOCDataset(voc_copy, "val")[0]
 

@@ -26,8 +26,8 @@ HEAD_CASES = {
     "linear-last-pooled": dict(num_classes=5, layers="last", use_pooled=True),
     "bins": dict(num_bins=16, min_depth=0.5, max_depth=4.0),
     "bins-log": dict(num_bins=16, min_depth=0.5, max_depth=4.0, bin_spacing="log", use_pooled=True),
-    "dpt-seg": dict(num_outputs=5, readout="project"),
-    "dpt-depth": dict(num_outputs=1, task="depth", num_bins=16, min_depth=0.5, max_depth=4.0, readout="add"),
+    "dpt-seg": dict(num_classes=5, readout="project"),
+    "dpt-depth": dict(task="depth", num_bins=16, min_depth=0.5, max_depth=4.0, readout="add"),
 }
 
 
@@ -317,7 +317,7 @@ def test_bins_head_range_holds_for_huge_features():
 
 def test_dpt_fine_output_averages_to_the_grid_output_and_defaults_scale_with_width():
     features = synthetic_features([[5, 3]], 5, 3, seed=6)
-    head = DPTHead([8] * 4, num_outputs=2).eval()
+    head = DPTHead([8] * 4, num_classes=2).eval()
     with torch.no_grad():
         fine, mask = head.forward_fine(features)
         grid = head(features)
@@ -326,10 +326,10 @@ def test_dpt_fine_output_averages_to_the_grid_output_and_defaults_scale_with_wid
     assert default_reassemble_channels([768] * 4) == [96, 192, 384, 768]
     assert default_fusion_width([768] * 4) == 256 and default_fusion_width([1152] * 4) == 256
     assert default_reassemble_channels([WIDTH] * 4) == [4, 8, 16, 32]
-    tiny = DPTHead([WIDTH] * 4, num_outputs=3)
+    tiny = DPTHead([WIDTH] * 4, num_classes=3)
     assert [r.project.out_channels for r in tiny.reassemble] == [4, 8, 16, 32]
     assert tiny.stage_convs[0].out_channels == default_fusion_width([WIDTH] * 4) == 10
-    assert DPTHead([WIDTH] * 4, num_outputs=3, features=6).stage_convs[0].out_channels == 6
+    assert DPTHead([WIDTH] * 4, num_classes=3, features=6).stage_convs[0].out_channels == 6
 
 
 def test_build_head_registry_and_argument_errors():
@@ -337,9 +337,7 @@ def test_build_head_registry_and_argument_errors():
     with pytest.raises(ValueError, match="expected one of bins, dpt, linear"):
         build_head("segformer", in_channels=[8])
     with pytest.raises(RequestError, match="exactly 4"):
-        build_head("dpt", in_channels=[8] * 3, num_outputs=2)
-    with pytest.raises(RequestError, match="1 for depth"):
-        build_head("dpt", in_channels=[8] * 4, num_outputs=3, task="depth")
+        build_head("dpt", in_channels=[8] * 3, num_classes=2)
     with pytest.raises(RequestError, match="min_depth"):
         build_head("bins", in_channels=[8], min_depth=5.0, max_depth=1.0)
     with pytest.raises(RequestError, match="in_channels"):
