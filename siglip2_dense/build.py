@@ -27,7 +27,6 @@ from siglip2_dense.evaluation.loop import TARGET_KEYS
 from siglip2_dense.head_grid import HeadGrid, layer_positions
 
 ItemTransform = Callable[[dict[str, Any]], dict[str, Any]]
-CLASS_COUNT_ARGUMENTS = ("num_classes", "num_outputs")
 
 
 def resolve_training_device(device: str) -> torch.device:
@@ -109,11 +108,10 @@ def build_model(config: ExperimentConfig, device: str | torch.device | None = No
 
 
 def num_classes(config: ExperimentConfig) -> int:
-    """The number of classes a segmentation head predicts (``head.args.num_classes`` / ``num_outputs``)."""
-    for key in CLASS_COUNT_ARGUMENTS:
-        if key in config.head.args:
-            return int(config.head.args[key])
-    raise ConfigError(f"segmentation needs the class count in head.args ({' or '.join(CLASS_COUNT_ARGUMENTS)})")
+    """The number of classes a segmentation head predicts (``head.args.num_classes``, every head's keyword)."""
+    if "num_classes" in config.head.args:
+        return int(config.head.args["num_classes"])
+    raise ConfigError("segmentation needs the class count in head.args.num_classes")
 
 
 def build_train_transform(config: ExperimentConfig) -> ItemTransform:
