@@ -24,13 +24,31 @@ from siglip2_dense.errors import RequestError
 from .depth import BinsDepthHead
 from .dpt import DPTHead
 from .linear import LinearHead
+from .openvocab import OpenVocabHead
 
-HEADS: dict[str, type[nn.Module]] = {"linear": LinearHead, "bins": BinsDepthHead, "dpt": DPTHead}
+HEADS: dict[str, type[nn.Module]] = {
+    "linear": LinearHead,
+    "bins": BinsDepthHead,
+    "dpt": DPTHead,
+    "openvocab": OpenVocabHead,  # built from the tower's own MAP head: nothing to train (zero-shot)
+}
 # keywords of earlier versions, named in the error so a user knows what to write instead
 RENAMED_KEYWORDS = {"num_outputs": "renamed num_classes; a depth head takes no class count"}
 
-__all__ = ["HEADS", "BinsDepthHead", "DPTHead", "LinearHead", "build_head", "head_keywords", "head_name",
-           "upgrade_saved_head_config"]
+__all__ = ["HEADS", "BinsDepthHead", "DPTHead", "LinearHead", "OpenVocabHead", "build_head", "head_keywords",
+           "head_name", "learns_from_labels", "upgrade_saved_head_config"]
+
+
+def learns_from_labels(name: str) -> bool:
+    """Whether the head registered as ``name`` is trained on labelled data (``tools/train.py``), or
+    built from the tower's own weights and evaluated zero-shot (``OpenVocabHead``).
+
+    Raises:
+        RequestError: ``name`` is not a registered head (the message lists the valid names).
+    """
+    if name not in HEADS:
+        raise RequestError(f"unknown head {name!r}; expected one of {', '.join(sorted(HEADS))}")
+    return bool(getattr(HEADS[name], "learns_from_labels", True))
 
 
 def head_keywords(name: str) -> tuple[list[str], list[str]]:

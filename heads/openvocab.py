@@ -86,6 +86,8 @@ class OpenVocabHead(nn.Module):
         gaussian_std: NACLIP's neighbourhood width in patches (NACLIP's default 5).
     """
 
+    learns_from_labels = False  # its weights are the tower's own: evaluated zero-shot, never trained
+
     def __init__(
         self,
         vision_model: nn.Module,

@@ -66,9 +66,16 @@ def build_backbone(config: ExperimentConfig, device: str | torch.device | None =
 
 def build_head_from_config(config: ExperimentConfig, in_channels: Sequence[int]) -> nn.Module:
     """``build_head(head.name, in_channels=..., **head.args)``, errors naming the config keys."""
-    from siglip2_dense.heads import build_head
+    from siglip2_dense.heads import build_head, learns_from_labels
 
     args = dict(config.head.args)
+    try:
+        trainable = learns_from_labels(config.head.name)
+    except RequestError as error:
+        raise ConfigError(f"head.name: {error}") from error
+    if not trainable:
+        raise ConfigError(f"head.name={config.head.name!r} is built from the tower's own weights and learns "
+                          "nothing: evaluate it zero-shot with tools/eval.py; train linear, bins or dpt")
     if "in_channels" in args:
         raise ConfigError("head.args.in_channels: leave it out; heads are built from the backbone's out_channels")
     try:

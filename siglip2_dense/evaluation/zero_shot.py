@@ -27,8 +27,9 @@ import torch
 from siglip2_dense.config import ExperimentConfig, HeadConfig
 from siglip2_dense.errors import ConfigError
 from siglip2_dense.evaluation.loop import ScoresFunction
+from siglip2_dense.heads import HEADS, OpenVocabHead, learns_from_labels
 
-ZERO_SHOT_HEAD = "openvocab"
+ZERO_SHOT_HEAD = next(name for name, head in HEADS.items() if head is OpenVocabHead)
 ZERO_SHOT_ARGS = ("labels", "templates", "variant")
 ZERO_SHOT_MODES = ("slide", "native")
 ADE20K_VOCABULARY = "ade20k_150_synonyms"
@@ -36,8 +37,8 @@ ADE20K_CLASS_COUNT = 150
 
 
 def is_zero_shot(config: ExperimentConfig) -> bool:
-    """Whether ``config`` asks for open-vocabulary segmentation rather than a trained head."""
-    return config.head.name == ZERO_SHOT_HEAD
+    """Whether ``config``'s head is one that learns nothing from labels (open-vocabulary segmentation)."""
+    return config.head.name in HEADS and not learns_from_labels(config.head.name)
 
 
 def with_open_vocab_model(config: ExperimentConfig, name_or_path: str) -> ExperimentConfig:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from siglip2_dense.data import ADE20KDataset, SyntheticDataset, ade20k_class_names, ade20k_palette
-from siglip2_dense.data.label_png import reduce_zero_label
 from siglip2_dense.data.image_io import write_png, write_rgb
+from siglip2_dense.data.label_png import reduce_zero_label
 from siglip2_dense.data.write_formats import write_ade20k
 from siglip2_dense.errors import DataError, MissingFileError, RequestError
 
