@@ -11,14 +11,19 @@ A saved model is a directory::
     {
       "format": "siglip2-dense/dense-model",
       "format_version": 1,
-      "backbone": {"name_or_path": str, "layers": [int, ...], "norm": bool,
+      "backbone": {"name_or_path": str, ["relative_path": str,] "layers": [int, ...], "norm": bool,
                    "freeze": bool, "tune_last_blocks": int,
                    "embed_dim": int, "num_blocks": int, "dtype": str},
       "head": {"name": str (a key of siglip2_dense.heads.HEADS), "config": {constructor arguments}},
       "weights": {"head": "head.safetensors", "backbone": "backbone.safetensors" | null}
     }
 
-The frozen backbone is not copied: loading reads it again from ``name_or_path``; ``embed_dim``,
+The frozen backbone is not copied: loading reads it again. ``name_or_path`` is a hub id (or
+``timm:<name>``) as given, or a local folder as an absolute path, so the model loads from any
+working directory; ``relative_path`` (only when that folder is inside this directory or beside it,
+i.e. under the folder that holds it) is the same folder relative to this directory, so a moved or
+copied tree still finds it. Loading tries the absolute path first, then the relative one;
+``DenseModel.from_pretrained(directory, backbone=...)`` overrides both. ``embed_dim``,
 ``num_blocks`` and ``dtype`` are recorded for people and error messages. The head is rebuilt
 with ``in_channels`` taken from the rebuilt backbone, so a head trained on another width fails
 loudly with the key names and both shapes. Keys are checked strictly both ways, and every file
@@ -40,6 +45,7 @@ from siglip2_dense.backbone.siglip import load_backbone
 from siglip2_dense.errors import CheckpointError, MissingFileError
 from siglip2_dense.files import atomic_output, write_json
 from siglip2_dense.heads import build_head, head_name, upgrade_saved_head_config
+from siglip2_dense.towers import looks_like_path
 
 CONFIG_FILE = "dense_model.json"
 HEAD_WEIGHTS_FILE = "head.safetensors"
@@ -87,6 +93,7 @@ class DenseModel(nn.Module):
         directory: str | os.PathLike,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        backbone: str | os.PathLike | None = None,
     ) -> DenseModel:
         """Rebuild a saved model: backbone via ``load_backbone``, head via ``build_head``, strict weights.
 
@@ -94,19 +101,23 @@ class DenseModel(nn.Module):
             directory: what :meth:`save_pretrained` wrote.
             device: where to put the model (default: CPU).
             dtype: the backbone's dtype (default: ``load_backbone``'s) and the head's (default float32).
+            backbone: the backbone checkpoint to use instead of the recorded one (a local folder or a
+                hub id), e.g. when the recorded folder is not on this machine.
 
         Returns:
             The model in eval mode.
 
         Raises:
-            MissingFileError: the directory or one of its files is missing.
+            MissingFileError: the directory or one of its files is missing, or the recorded local
+                backbone folder (see :func:`saved_backbone_location`).
             CheckpointError: unreadable config, unknown format, or weights whose keys or shapes do
                 not match the rebuilt model (the keys and shapes are listed).
         """
         config = read_dense_model_config(directory)
         saved_backbone, saved_head, weights = config["backbone"], config["head"], config["weights"]
+        location = saved_backbone_location(directory, saved_backbone) if backbone is None else os.fspath(backbone)
         backbone = load_backbone(
-            saved_backbone["name_or_path"], layers=saved_backbone["layers"], norm=saved_backbone["norm"],
+            location, layers=saved_backbone["layers"], norm=saved_backbone["norm"],
             freeze=saved_backbone["freeze"], tune_last_blocks=saved_backbone["tune_last_blocks"],
             dtype=dtype, device=device,
         )
@@ -162,8 +173,33 @@ def tuning_arguments(backbone: nn.Module) -> dict[str, Any]:
     return {"freeze": True, "tune_last_blocks": int(backbone.num_blocks) - first}
 
 
-def dense_model_config(backbone: nn.Module, head: nn.Module) -> dict[str, Any]:
-    """The ``dense_model.json`` content for ``backbone`` + ``head`` (schema in the module docstring)."""
+def backbone_record(backbone: nn.Module, directory: str | os.PathLike | None = None) -> dict[str, str]:
+    """Where ``backbone`` comes from, as ``dense_model.json`` records it (see the module docstring).
+
+    A backbone read from a local folder (``backbone.checkpoint_dir``, set by ``load_backbone``) is
+    recorded as that folder's absolute path, plus ``relative_path`` from ``directory`` when the
+    folder lies under ``directory``'s parent (inside the model folder or beside it); anything else
+    (a hub id, ``timm:<name>``) as given.
+    """
+    local = getattr(backbone, "checkpoint_dir", None)
+    if not local:
+        return {"name_or_path": backbone.name_or_path}
+    record = {"name_or_path": os.path.abspath(local)}
+    if directory is not None:
+        model_dir = os.path.abspath(directory)
+        holder = os.path.dirname(model_dir)
+        if os.path.commonpath([record["name_or_path"], holder]) == holder:
+            record["relative_path"] = Path(os.path.relpath(record["name_or_path"], model_dir)).as_posix()
+    return record
+
+
+def dense_model_config(
+    backbone: nn.Module, head: nn.Module, directory: str | os.PathLike | None = None
+) -> dict[str, Any]:
+    """The ``dense_model.json`` content for ``backbone`` + ``head`` (schema in the module docstring).
+
+    ``directory``: where the file goes, for the backbone's ``relative_path`` (left out when None).
+    """
     if not getattr(backbone, "name_or_path", ""):
         raise CheckpointError("the backbone has no name_or_path; load it with load_backbone so it can be rebuilt")
     if not isinstance(getattr(head, "config", None), dict):
@@ -172,7 +208,7 @@ def dense_model_config(backbone: nn.Module, head: nn.Module) -> dict[str, Any]:
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "backbone": {
-            "name_or_path": backbone.name_or_path,
+            **backbone_record(backbone, directory),
             "layers": [int(i) for i in backbone.layers],
             "norm": bool(backbone.norm),
             **tuning_arguments(backbone),
@@ -190,7 +226,7 @@ def save_dense_model_config(directory: str | os.PathLike, backbone: nn.Module, h
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / CONFIG_FILE
-    write_json(path, dense_model_config(backbone, head), indent=2)
+    write_json(path, dense_model_config(backbone, head, directory), indent=2)
     return path
 
 
@@ -205,7 +241,7 @@ def save_dense_model(directory: str | os.PathLike, backbone: nn.Module, head: nn
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    config = dense_model_config(backbone, head)
+    config = dense_model_config(backbone, head, directory)
     head_tensors = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
     with atomic_output(directory / HEAD_WEIGHTS_FILE, durable=True) as tmp:
         save_file(head_tensors, str(tmp))
@@ -246,6 +282,41 @@ def read_dense_model_config(directory: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path} lacks the keys {missing}; it was edited or written by another tool, "
                               "save the model again with DenseModel.save_pretrained")
     return config
+
+
+def saved_backbone_location(directory: str | os.PathLike, saved_backbone: dict[str, Any]) -> str:
+    """The backbone checkpoint to load for the ``backbone`` record of ``dense_model.json`` in ``directory``.
+
+    A hub id or ``timm:<name>`` as recorded; a local folder at its absolute path if that exists, else
+    at ``relative_path`` from ``directory``. Records written before ``relative_path`` existed may
+    hold a relative ``name_or_path``: it is tried from the working directory, then from ``directory``.
+
+    Raises:
+        MissingFileError: the recorded local folder exists at none of those places; the message
+            names them and the ``backbone=`` override.
+    """
+    name = str(saved_backbone["name_or_path"])
+    relative = saved_backbone.get("relative_path")
+    expanded = os.path.expanduser(name)
+    if os.path.isabs(expanded):
+        candidates = [expanded]
+    elif not name.startswith("timm:") and (looks_like_path(name) or os.path.isdir(os.path.join(directory, name))):
+        candidates = [expanded, os.path.join(os.fspath(directory), name)]
+    else:
+        candidates = []
+    if relative:
+        candidates.append(os.path.join(os.path.abspath(directory), relative))
+    if not candidates:
+        return name
+    for candidate in candidates:
+        if os.path.isdir(candidate):
+            return os.path.normpath(candidate)
+    tried = " or ".join(repr(os.path.normpath(c)) for c in dict.fromkeys(candidates))
+    raise MissingFileError(
+        f"the backbone of {os.fspath(directory)!r} was saved from the local folder {name!r}, which is not here "
+        f"(looked for {tried}); pass DenseModel.from_pretrained({os.fspath(directory)!r}, "
+        "backbone='<its folder or hub id>') to load it from elsewhere"
+    )
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from siglip2_dense.backbone.features import DenseFeatures, grid_mask
+
 torch.set_num_threads(1)
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo-siglip2"
@@ -174,3 +176,40 @@ def assert_close_with_missing(got: list, want: list, rel: float, what: str = "")
     assert got_missing == want_missing, f"{what}: missing at {got_missing}, expected {want_missing}"
     present = [i for i in range(len(want)) if i not in want_missing]
     assert [got[i] for i in present] == pytest.approx([want[i] for i in present], rel=rel), what
+
+
+def build_four_block_checkpoint(directory: Path, naflex: bool, hidden_size: int = TINY_VISION["hidden_size"]) -> Path:
+    """A vision-only tower with four blocks (DPT fuses four layers), saved like a hub checkpoint."""
+    from transformers import (
+        Siglip2ImageProcessor,
+        Siglip2VisionConfig,
+        Siglip2VisionModel,
+        SiglipImageProcessor,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+    )
+
+    torch.manual_seed(1)
+    vision = dict(TINY_VISION, num_hidden_layers=4, hidden_size=hidden_size)
+    if naflex:
+        Siglip2VisionModel(Siglip2VisionConfig(**vision, num_patches=64)).eval().save_pretrained(directory)
+        Siglip2ImageProcessor(patch_size=4, max_num_patches=64).save_pretrained(directory)
+    else:
+        SiglipVisionModel(SiglipVisionConfig(**vision, image_size=32)).eval().save_pretrained(directory)
+        SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(directory)
+    return directory
+
+
+def synthetic_features(grid_sizes: list[list[int]], height: int, width: int, seed: int, padding_value: float = 0.0,
+                       channels: int = 8) -> DenseFeatures:
+    """Four random maps on a padded grid, the padding filled with ``padding_value`` noise (0 = zeros)."""
+    generator = torch.Generator().manual_seed(seed)
+    sizes = torch.tensor(grid_sizes)
+    mask = grid_mask(sizes, height, width)
+    maps = []
+    for _ in range(4):
+        real = torch.randn(len(grid_sizes), channels, height, width, generator=generator)
+        noise = padding_value * torch.randn(len(grid_sizes), channels, height, width, generator=generator)
+        maps.append(torch.where(mask[:, None], real, noise))
+    pooled = torch.randn(len(grid_sizes), channels, generator=generator)
+    return DenseFeatures(maps=maps, mask=mask, grid_sizes=sizes, pooled=pooled)

@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import random_image
+from conftest import build_four_block_checkpoint, random_image
 from safetensors.torch import load_file, save_file
-from test_heads import build_four_block_checkpoint
 
 import siglip2_dense as sd
 from siglip2_dense.errors import CheckpointError, MissingFileError

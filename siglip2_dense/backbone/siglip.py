@@ -1,10 +1,12 @@
 """SigLIP / SigLIP2 vision towers as dense backbones.
 
-``load_backbone`` reads a checkpoint's config and dispatches on ``model_type``, never on the
-name: ``siglip`` (FixRes: Conv2d patch embedding, fixed square training size, any size through
-bicubic position-embedding interpolation) or ``siglip2`` (NaFlex: patchified input at the
-image's own aspect ratio). Only the vision tower is loaded, MAP head included. ``"timm:<name>"``
-gives a timm ViT behind the same interface (:mod:`siglip2_dense.backbone.timm_vit`).
+``load_backbone`` finds and reads a checkpoint through the one tower loader
+(:mod:`siglip2_dense.towers`), which dispatches on ``model_type``, never on the name: ``siglip``
+(FixRes: Conv2d patch embedding, fixed square training size, any size through bicubic
+position-embedding interpolation) or ``siglip2`` (NaFlex: patchified input at the image's own
+aspect ratio). Only the vision tower is loaded, MAP head included, with the checkpoint's own
+image processor. ``"timm:<name>"`` gives a timm ViT behind the same interface
+(:mod:`siglip2_dense.backbone.timm_vit`).
 
 The forward pass walks transformers' own modules (embeddings, encoder blocks, post layernorm,
 MAP head) so every tap equals transformers' ``hidden_states[i + 1]`` for block ``i``, and it
@@ -13,13 +15,10 @@ stops after the deepest block asked for.
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
 from torch import nn
 
 from siglip2_dense.backbone.block_tuning import BlockTuning
@@ -27,11 +26,10 @@ from siglip2_dense.backbone.features import DenseFeatures, grid_mask, tokens_to_
 from siglip2_dense.backbone.layer_indices import resolve_layer_indices
 from siglip2_dense.backbone.preprocess import fixres_inputs, images_to_arrays, naflex_inputs
 from siglip2_dense.devices import default_dtype, resolve_device
-from siglip2_dense.errors import CheckpointError, MissingFileError, RequestError
+from siglip2_dense.errors import CheckpointError, RequestError
+from siglip2_dense.towers import load_image_processor, load_tower, locate_checkpoint, read_config
 
 __all__ = ["Backbone", "DenseFeatures", "load_backbone", "tokens_to_grid"]
-
-SUPPORTED_MODEL_TYPES = ("siglip", "siglip_vision_model", "siglip2", "siglip2_vision_model")
 
 
 def _masked_map_pool(head: nn.Module, tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
@@ -53,7 +51,9 @@ class Backbone(BlockTuning):
         freeze: True freezes the tower (no gradients, eval mode); False tunes all of it.
         tune_last_blocks: with ``freeze=True``, tune only the last N blocks (and the final
             layernorm and MAP head that follow them).
-        name_or_path: the checkpoint this tower came from, recorded by ``DenseModel.save_pretrained``.
+        name_or_path: the checkpoint this tower came from, as the caller named it.
+        checkpoint_dir: the absolute local folder it was read from, None for a hub id;
+            ``DenseModel.save_pretrained`` records it so the model loads from any working directory.
     """
 
     def __init__(
@@ -65,6 +65,7 @@ class Backbone(BlockTuning):
         freeze: bool = True,
         tune_last_blocks: int = 0,
         name_or_path: str = "",
+        checkpoint_dir: str | None = None,
     ) -> None:
         super().__init__()
         config = vision_model.config
@@ -83,6 +84,7 @@ class Backbone(BlockTuning):
         self.out_channels = [self.embed_dim] * len(self.layers)
         self.norm = bool(norm)
         self.name_or_path = name_or_path
+        self.checkpoint_dir = checkpoint_dir
         self.has_pooling_head = bool(getattr(vision_model, "use_head", False))
         tail = [vision_model.post_layernorm] + ([vision_model.head] if self.has_pooling_head else [])
         self.configure_tuning(freeze, tune_last_blocks, tower=vision_model, stem=[vision_model.embeddings],
@@ -227,75 +229,6 @@ class Backbone(BlockTuning):
         return DenseFeatures(maps=maps, mask=mask, grid_sizes=spatial_shapes, pooled=pooled)
 
 
-def _looks_like_local_path(name_or_path: str) -> bool:
-    return (
-        os.path.isabs(name_or_path)
-        or name_or_path.startswith((".", "~"))
-        or name_or_path.count("/") > 1
-        or os.sep != "/" and os.sep in name_or_path
-    )
-
-
-def read_checkpoint_config(name_or_path: str) -> Any:
-    """The checkpoint's transformers config, with errors that say what went wrong."""
-    from transformers import AutoConfig
-
-    if _looks_like_local_path(name_or_path) and not os.path.exists(os.path.expanduser(name_or_path)):
-        raise MissingFileError(
-            f"checkpoint {name_or_path!r} does not exist; expected a local directory holding config.json "
-            "or a hub id such as 'google/siglip2-base-patch16-naflex'"
-        )
-    path = os.path.expanduser(name_or_path)
-    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
-        raise CheckpointError(f"checkpoint directory {path!r} has no config.json; expected a transformers checkpoint")
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as error:
-        raise CheckpointError(
-            f"cannot read the config of checkpoint {name_or_path!r}: {error}. Expected a local directory "
-            "or a reachable hub id"
-        ) from error
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise CheckpointError(
-            f"checkpoint {name_or_path!r} has model_type {config.model_type!r}; supported model types are "
-            f"{', '.join(SUPPORTED_MODEL_TYPES)} (or use 'timm:<model name>')"
-        )
-    return config
-
-
-def load_image_processor(path: str, naflex: bool, vision_config: Any) -> Any:
-    """The checkpoint's image processor; its documented defaults when the file is absent."""
-    from transformers import Siglip2ImageProcessor, SiglipImageProcessor
-
-    cls = Siglip2ImageProcessor if naflex else SiglipImageProcessor
-    local = os.path.isdir(path)
-    if local and not os.path.isfile(os.path.join(path, "preprocessor_config.json")):
-        if naflex:
-            return cls(patch_size=vision_config.patch_size, max_num_patches=vision_config.num_patches)
-        return cls(size={"height": vision_config.image_size, "width": vision_config.image_size})
-    try:
-        return cls.from_pretrained(path)
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"cannot read the image processor of {path!r}: {error}") from error
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load report while loading one tower of a two-tower checkpoint.
-
-    The other tower's weights are reported as unexpected, which is the point; missing keys are
-    checked by the caller and raised as :class:`CheckpointError`.
-    """
-    from transformers.utils import logging as hf_logging
-
-    previous = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(previous)
-
-
 def load_backbone(
     name_or_path: str,
     layers: int | Sequence[int] = 1,
@@ -320,6 +253,12 @@ def load_backbone(
 
     Returns:
         A :class:`Backbone` (or :class:`~siglip2_dense.backbone.timm_vit.TimmBackbone`).
+
+    Raises:
+        MissingFileError: a path that does not exist (named with the nearest folder that does), or a
+            hub id the hub does not know. CheckpointError: not a SigLIP / SigLIP2 checkpoint, files
+            that cannot be read, missing weights, or a hub that cannot be reached with no cached
+            copy (see :func:`siglip2_dense.towers.locate_checkpoint`).
     """
     device = resolve_device(device)
     dtype = default_dtype(device) if dtype is None else dtype
@@ -330,31 +269,12 @@ def load_backbone(
             name_or_path[len("timm:") :], layers=layers, norm=norm, freeze=freeze, pretrained=pretrained,
             tune_last_blocks=tune_last_blocks, dtype=dtype, device=device,
         )
-    from transformers import Siglip2VisionModel, SiglipVisionModel
-
-    config = read_checkpoint_config(name_or_path)
-    naflex = config.model_type.startswith("siglip2")
-    vision_config = config.vision_config if hasattr(config, "vision_config") else config
-    cls = Siglip2VisionModel if naflex else SiglipVisionModel
-    path = os.path.expanduser(name_or_path)
-    attn = attn_implementation or "sdpa"
-    try:
-        with quiet_transformers():
-            model, info = cls.from_pretrained(
-                path, dtype=dtype, attn_implementation=attn, output_loading_info=True
-            )
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"cannot load the vision tower of {name_or_path!r}: {error}") from error
-    except SafetensorError as error:
-        raise CheckpointError(f"cannot load the vision tower of {name_or_path!r}: its weight file is corrupt or "
-                              f"truncated ({error}); download or save the checkpoint again") from error
-    if info.get("missing_keys"):
-        raise CheckpointError(
-            f"checkpoint {name_or_path!r} lacks vision-tower weights: {sorted(info['missing_keys'])}"
-        )
-    processor = load_image_processor(path, naflex, vision_config)
+    source = locate_checkpoint(name_or_path)
+    config = read_config(source)
+    model = load_tower(source, config, "vision", dtype=dtype, attn_implementation=attn_implementation or "sdpa")
+    processor = load_image_processor(source, config)
     backbone = Backbone(
         model, processor, layers=layers, norm=norm, freeze=freeze, tune_last_blocks=tune_last_blocks,
-        name_or_path=name_or_path,
+        name_or_path=name_or_path, checkpoint_dir=source.local_dir,
     )
     return backbone.to(device)

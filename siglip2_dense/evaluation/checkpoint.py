@@ -16,7 +16,13 @@ import torch
 
 from siglip2_dense.errors import CheckpointError, MissingFileError, RequestError
 from siglip2_dense.files import MANIFEST, manifest_is_complete, read_json
-from siglip2_dense.model import CONFIG_FILE, DenseModel, read_dense_model_config, read_safetensors
+from siglip2_dense.model import (
+    CONFIG_FILE,
+    DenseModel,
+    read_dense_model_config,
+    read_safetensors,
+    saved_backbone_location,
+)
 
 STEP_CONFIG_FILE = "config.yaml"
 STEP_WEIGHTS_FILE = "model.safetensors"
@@ -33,7 +39,7 @@ def checkpoint_backbone(path: str | Path) -> str:
     path = Path(path)
     check_model_folder(path)
     if (path / CONFIG_FILE).is_file():
-        return str(read_dense_model_config(path)["backbone"]["name_or_path"])
+        return saved_backbone_location(path, read_dense_model_config(path)["backbone"])
     return str(_step_config(path).model.backbone)
 
 

@@ -1,7 +1,8 @@
 """A checkpoint's files on disk: where they are, what they hold, and a fingerprint of each.
 
-Works for local directories and hub ids alike (hub files are resolved in the Hugging Face cache
-through transformers' ``cached_file``, downloading only what is missing). A fingerprint is a
+Works for local directories and hub ids alike (files are found by
+:func:`siglip2_dense.towers.resolve_file`: hub files are resolved in the Hugging Face cache through
+transformers' ``cached_file``, downloading only what is missing). A fingerprint is a
 content hash: for a file in the Hugging Face cache it is the blob's own name (the hub names blobs
 by the SHA-256 of LFS files and the git SHA-1 of small ones), otherwise the SHA-256 of its bytes,
 computed once per process per (path, size, mtime).
@@ -19,42 +20,13 @@ from pathlib import Path
 import torch
 
 from siglip2_dense.errors import CheckpointError, MissingFileError
+from siglip2_dense.towers import TOKENIZER_FILES, resolve_file
 
 WEIGHT_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "tokenizer.model",
-    "spiece.model",
-    "vocab.json",
-    "merges.txt",
-)
 _HUB_BLOB_NAME = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _HASH_CHUNK = 8 * 1024 * 1024
 _fingerprint_memo: dict[tuple[str, int, int], str] = {}
-
-
-def resolve_file(name_or_path: str, filename: str) -> Path | None:
-    """``filename`` of a checkpoint (local directory or hub id), or None if it has none."""
-    local = Path(os.path.expanduser(name_or_path))
-    if local.is_dir():
-        candidate = local / filename
-        return candidate if candidate.is_file() else None
-    from transformers.utils import cached_file
-
-    try:
-        resolved = cached_file(
-            name_or_path,
-            filename,
-            _raise_exceptions_for_missing_entries=False,
-            _raise_exceptions_for_connection_errors=False,
-        )
-    except OSError:
-        return None
-    return Path(resolved) if resolved else None
 
 
 def weight_files(name_or_path: str) -> list[Path]:

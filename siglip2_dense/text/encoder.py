@@ -1,9 +1,10 @@
 """SigLIP / SigLIP2 text tower: labels -> L2-normalised embeddings in the joint space.
 
-Only the text tower of a full checkpoint is loaded (``SiglipTextModel`` for ``model_type:
-siglip``, ``Siglip2TextModel`` for ``siglip2``; dispatch on the config, never on the name), with
-the checkpoint's tokenizer (``AutoTokenizer``) and its ``logit_scale`` / ``logit_bias`` read from
-the weight file. Prompts are canonicalised (:mod:`siglip2_dense.text.prompts`), tokenized with
+Only the text tower of a full checkpoint is loaded, through the one tower loader
+(:mod:`siglip2_dense.towers`: ``SiglipTextModel`` for ``model_type: siglip``, ``Siglip2TextModel``
+for ``siglip2``; dispatch on the config, never on the name), with the checkpoint's tokenizer
+(``AutoTokenizer``, as ``AutoProcessor`` reads it) and its ``logit_scale`` / ``logit_bias`` read
+from the weight file. Prompts are canonicalised (:mod:`siglip2_dense.text.prompts`), tokenized with
 ``padding="max_length", max_length=64, truncation=True`` and run without an attention mask:
 SigLIP's text tower was trained attending to padding and pools the last position, as
 transformers' ``get_text_features`` does when given ``input_ids`` alone.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -28,7 +28,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
 from torch import nn
 
 from siglip2_dense.devices import default_dtype, resolve_device
@@ -36,6 +35,7 @@ from siglip2_dense.errors import CheckpointError, RequestError
 from siglip2_dense.text.checkpoint_files import files_fingerprint, read_tensor, tokenizer_files, weight_files
 from siglip2_dense.text.embedding_cache import EmbeddingCache, cache_key, default_cache_dir
 from siglip2_dense.text.prompts import canonicalize_text, fill_templates, parse_labels, resolve_templates
+from siglip2_dense.towers import load_tokenizer, load_tower, locate_checkpoint, read_config
 
 __all__ = ["LabelEmbeddings", "TextEncoder", "max_over_synonyms"]
 
@@ -139,36 +139,18 @@ class TextEncoder(nn.Module):
             device: where the tower runs (default CPU); dtype: default float32 on CPU, bf16 on CUDA.
             cache_dir: folder of the text-embedding cache (not the hub cache); default
                 ``~/.cache/siglip2_dense/text`` (or ``$SIGLIP2_DENSE_CACHE/text``).
+
+        Raises:
+            MissingFileError, CheckpointError: as :func:`siglip2_dense.towers.locate_checkpoint` and
+                :func:`~siglip2_dense.towers.load_tower` raise them; also a checkpoint without a text
+                tower, a tokenizer, ``logit_scale`` or ``logit_bias``.
         """
-        from transformers import AutoTokenizer, Siglip2TextModel, SiglipTextModel
-
-        from siglip2_dense.backbone.siglip import quiet_transformers, read_checkpoint_config
-
         device = resolve_device(device)
         dtype = default_dtype(device) if dtype is None else dtype
-        config = read_checkpoint_config(name_or_path)
-        if config.model_type not in ("siglip", "siglip2"):
-            raise CheckpointError(
-                f"checkpoint {name_or_path!r} is a {config.model_type!r} (vision tower only) and has no text "
-                "tower; open-vocabulary use needs the full siglip / siglip2 checkpoint"
-            )
-        model_class = Siglip2TextModel if config.model_type == "siglip2" else SiglipTextModel
-        path = os.path.expanduser(name_or_path)
-        try:
-            with quiet_transformers():
-                text_model, info = model_class.from_pretrained(path, dtype=dtype, output_loading_info=True)
-        except (OSError, ValueError) as error:
-            raise CheckpointError(f"cannot load the text tower of {name_or_path!r}: {error}") from error
-        except SafetensorError as error:
-            raise CheckpointError(f"cannot load the text tower of {name_or_path!r}: its weight file is corrupt or "
-                                  f"truncated ({error}); download or save the checkpoint again") from error
-        if info.get("missing_keys"):
-            raise CheckpointError(f"checkpoint {name_or_path!r} lacks text-tower weights: {sorted(info['missing_keys'])}")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-        except (OSError, ValueError, TypeError) as error:
-            raise CheckpointError(f"cannot load the tokenizer of {name_or_path!r}: {error}") from error
-        files = weight_files(name_or_path)
+        source = locate_checkpoint(name_or_path)
+        text_model = load_tower(source, read_config(source), "text", dtype=dtype)
+        tokenizer = load_tokenizer(source)
+        files = weight_files(source.location)
         scalars = {}
         for key in ("logit_scale", "logit_bias"):
             value = read_tensor(files, key)
@@ -177,7 +159,7 @@ class TextEncoder(nn.Module):
             scalars[key] = value.float()
         encoder = cls(
             text_model, tokenizer, scalars["logit_scale"], scalars["logit_bias"],
-            checkpoint_files=files + tokenizer_files(name_or_path), cache_dir=cache_dir, batch_size=batch_size,
+            checkpoint_files=files + tokenizer_files(source.location), cache_dir=cache_dir, batch_size=batch_size,
         )
         return encoder.to(device)
 

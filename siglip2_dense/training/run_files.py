@@ -70,7 +70,12 @@ def read_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def save_best_model(output_dir: Path, grid: HeadGrid, head: int, record: dict[str, Any]) -> Path:
-    """Save head ``head`` of ``grid`` (with the layers it reads) as ``<output_dir>/best`` + ``metrics.json``."""
+    """Save head ``head`` of ``grid`` (with the layers it reads) as ``<output_dir>/best`` + ``metrics.json``.
+
+    The backbone is recorded as ``DenseModel.save_pretrained`` records it (absolute, and relative to
+    ``best/`` when it lies under ``output_dir``). The temporary folder is a sibling of ``best/``, so a
+    relative path recorded from it holds after the swap.
+    """
     tmp = output_dir / f".{BEST_DIR}.tmp-{os.getpid()}"
     backbone = backbone_with_layers(grid.backbone, grid.positions[head])
     DenseModel(backbone, grid.heads[head]).save_pretrained(tmp)

@@ -9,8 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import random_image
-from test_heads import build_four_block_checkpoint, synthetic_features
+from conftest import build_four_block_checkpoint, random_image, synthetic_features
 
 import siglip2_dense as sd
 from siglip2_dense.errors import RequestError

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_VISION, random_image
+from conftest import TINY_VISION, build_four_block_checkpoint, random_image, synthetic_features
 
 import siglip2_dense as sd
-from siglip2_dense.backbone.features import DenseFeatures, grid_mask
+from siglip2_dense.backbone.features import DenseFeatures
 from siglip2_dense.errors import RequestError
 from siglip2_dense.heads import HEADS, BinsDepthHead, DPTHead, LinearHead, build_head
 from siglip2_dense.heads.depth_bins import DepthFromBins
@@ -37,28 +37,6 @@ def make_head(case: str, in_channels: list[int]) -> torch.nn.Module:
     return build_head(name, in_channels=in_channels, **HEAD_CASES[case])
 
 
-def build_four_block_checkpoint(directory: Path, naflex: bool, hidden_size: int = WIDTH) -> Path:
-    """A vision-only tower with four blocks (DPT fuses four layers), saved like a hub checkpoint."""
-    from transformers import (
-        Siglip2ImageProcessor,
-        Siglip2VisionConfig,
-        Siglip2VisionModel,
-        SiglipImageProcessor,
-        SiglipVisionConfig,
-        SiglipVisionModel,
-    )
-
-    torch.manual_seed(1)
-    vision = dict(TINY_VISION, num_hidden_layers=4, hidden_size=hidden_size)
-    if naflex:
-        Siglip2VisionModel(Siglip2VisionConfig(**vision, num_patches=64)).eval().save_pretrained(directory)
-        Siglip2ImageProcessor(patch_size=4, max_num_patches=64).save_pretrained(directory)
-    else:
-        SiglipVisionModel(SiglipVisionConfig(**vision, image_size=32)).eval().save_pretrained(directory)
-        SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(directory)
-    return directory
-
-
 @pytest.fixture(scope="session")
 def four_block_naflex_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_four_block_checkpoint(tmp_path_factory.mktemp("four-block-naflex"), naflex=True)
@@ -79,21 +57,6 @@ def naflex_images():
 def naflex_features(naflex_backbone, naflex_images):
     with torch.no_grad():
         return naflex_backbone(**naflex_backbone.preprocess(naflex_images))
-
-
-def synthetic_features(grid_sizes: list[list[int]], height: int, width: int, seed: int, padding_value: float = 0.0,
-                       channels: int = 8) -> DenseFeatures:
-    """Four random maps on a padded grid, the padding filled with ``padding_value`` noise (0 = zeros)."""
-    generator = torch.Generator().manual_seed(seed)
-    sizes = torch.tensor(grid_sizes)
-    mask = grid_mask(sizes, height, width)
-    maps = []
-    for _ in range(4):
-        real = torch.randn(len(grid_sizes), channels, height, width, generator=generator)
-        noise = padding_value * torch.randn(len(grid_sizes), channels, height, width, generator=generator)
-        maps.append(torch.where(mask[:, None], real, noise))
-    pooled = torch.randn(len(grid_sizes), channels, generator=generator)
-    return DenseFeatures(maps=maps, mask=mask, grid_sizes=sizes, pooled=pooled)
 
 
 def crop(features: DenseFeatures, index: int) -> DenseFeatures:
