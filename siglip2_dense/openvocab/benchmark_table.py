@@ -31,7 +31,7 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,31 +115,24 @@ def labels_from_probabilities(probabilities: torch.Tensor, background_threshold:
     return labels
 
 
-def run_benchmark(
+def benchmark_predictor(
     segmenter: Any,
     name: str,
-    root: str | Path,
     vocabulary: Sequence[str | None],
     background_threshold: float | None,
     inference: str = "slide",
-    max_images: int | None = None,
-    progress: bool = False,
     short_side: int | None = None,
     window: int | None = None,
     stride: int | None = None,
-) -> dict[str, Any]:
-    """One benchmark with its protocol; returns ``{"mIoU", "mAcc", "aAcc", "IoU": {class: value}, "num_images"}``.
+) -> Callable[[np.ndarray, tuple[int, int]], torch.Tensor]:
+    """``(original image [H, W, 3] uint8, ground-truth size) -> [H', W'] long`` labels, benchmark ``name``'s protocol.
 
     ``short_side``, ``window``, ``stride``: departures from the registered protocol (None: the protocol's).
+    Sets the segmenter's inference mode and window.
     """
     from siglip2_dense.data.transforms import ImageOnlyResize
-    from siglip2_dense.evaluation import SegmentationEvaluator
-    from siglip2_dense.evaluation.loop import evaluate_images
 
     benchmark = get_benchmark(name)
-    dataset = build_benchmark_dataset(name, root, transform=None)
-    if max_images is not None:
-        dataset = torch.utils.data.Subset(dataset, range(min(max_images, len(dataset))))
     named = [i for i, label in enumerate(vocabulary) if label]
     embedded = segmenter.encode_labels([vocabulary[i] for i in named])
     classes = torch.tensor(named)
@@ -159,6 +152,35 @@ def run_benchmark(
         full = class_probabilities(probabilities, classes, len(vocabulary))
         return labels_from_probabilities(full, background_threshold)
 
+    return predict
+
+
+def run_benchmark(
+    segmenter: Any,
+    name: str,
+    root: str | Path,
+    vocabulary: Sequence[str | None],
+    background_threshold: float | None,
+    inference: str = "slide",
+    max_images: int | None = None,
+    progress: bool = False,
+    short_side: int | None = None,
+    window: int | None = None,
+    stride: int | None = None,
+) -> dict[str, Any]:
+    """One benchmark with its protocol (:func:`benchmark_predictor`) on the data under ``root``.
+
+    Returns:
+        ``{"mIoU", "mAcc", "aAcc", "IoU": {class: value}, "num_images"}`` (percent; None for no union).
+    """
+    from siglip2_dense.evaluation import SegmentationEvaluator
+    from siglip2_dense.evaluation.loop import evaluate_images
+
+    dataset = build_benchmark_dataset(name, root, transform=None)
+    if max_images is not None:
+        dataset = torch.utils.data.Subset(dataset, range(min(max_images, len(dataset))))
+    predict = benchmark_predictor(segmenter, name, vocabulary, background_threshold, inference, short_side,
+                                  window, stride)
     evaluator = SegmentationEvaluator(num_classes=len(vocabulary), ignore_index=255)
     metrics = evaluate_images(predict, dataset, evaluator, "segmentation", torch.device("cpu"), progress=progress,
                               description=name)
