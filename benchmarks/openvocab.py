@@ -19,7 +19,15 @@ class names with the 80 ImageNet templates (12000 prompts). Every time is the me
 
 Figure: loop cache-hit text time / the image's total (target <= 1%).
 
-Run: ``python benchmarks/openvocab.py [--miss-labels N]``
+Harness rows (``--protocols voc21,ade20k``): images/s of ``eval-openvocab``'s per-image predictor
+(:func:`siglip2_dense.openvocab.benchmark_table.benchmark_predictor`: test-time resize, 224 / 112
+sliding windows, text cache hit, upsampling to the ground truth, arg-max) on one random image of
+``--protocol-image`` pixels per benchmark protocol, against a bare transformers ``Siglip2VisionModel``
+forward of the same windows (the processor's own NaFlex inputs, one window per forward, as the harness
+runs them); target >= 0.85. ProxyCLIP's extra cost: the harness with ``--variant proxyclip`` and a
+random-weight timm ``vit_base_patch14_dinov2`` proxy over the plain harness (reported).
+
+Run: ``python benchmarks/openvocab.py [--miss-labels N] [--protocols voc21,ade20k]``
 """
 
 from __future__ import annotations
@@ -163,7 +171,72 @@ def run(miss_labels: int = 1) -> list[Figure]:
     ]
 
 
+def run_protocols(protocols: list[str], image_size: tuple[int, int]) -> list[Figure]:
+    """Harness images/s per protocol against a bare transformers forward of the same windows."""
+    from transformers import Siglip2ImageProcessor, Siglip2VisionModel
+
+    from siglip2_dense.backbone.timm_vit import TimmBackbone
+    from siglip2_dense.data.transforms import ImageOnlyResize
+    from siglip2_dense.inference import slide_window_boxes
+    from siglip2_dense.openvocab.benchmark_table import benchmark_predictor, benchmark_vocabulary
+    from siglip2_dense.openvocab.segmenter import OpenVocabSegmenter
+
+    torch.set_num_threads(2)
+    image = np.random.default_rng(0).integers(0, 256, size=(*image_size, 3), dtype=np.uint8)
+    figures = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "siglip2-base-naflex-random"
+        write_base_checkpoint(folder, ["a", "photo", "of", "the"])
+        segmenter = OpenVocabSegmenter.from_pretrained(str(folder), templates="single", cache_dir=Path(tmp) / "cache")
+        vision = Siglip2VisionModel.from_pretrained(folder).eval()
+        processor = Siglip2ImageProcessor.from_pretrained(folder)
+        for name in protocols:
+            from siglip2_dense.data.benchmarks import get_benchmark
+
+            benchmark = get_benchmark(name)
+            vocabulary = benchmark_vocabulary(name, "benchmark")
+            predict = benchmark_predictor(segmenter, name, vocabulary, benchmark.background_threshold)
+            predict(image, image_size)  # fills the text cache: the loop's hits are what is timed
+            resized = ImageOnlyResize(benchmark.short_side, 2048)({"image": image})["image"]
+            boxes = slide_window_boxes(*resized.shape[:2], (benchmark.window,) * 2, (benchmark.stride,) * 2)
+            windows = [resized[y1:y2, x1:x2] for y1, y2, x1, x2 in boxes]
+
+            def bare(windows=windows):
+                with torch.inference_mode():
+                    for window in windows:
+                        vision(**processor(images=[window], return_tensors="pt"))
+
+            t_harness = seconds(lambda predict=predict: predict(image, image_size), repeats=1, warmup=0)
+            t_bare = seconds(bare, repeats=1, warmup=0)
+            figures.append(Figure(f"{name}: harness images/s / bare forward of its {len(windows)} windows",
+                                  t_bare / t_harness, 0.85,
+                                  detail=f"{1 / t_harness:.3f} vs {1 / t_bare:.3f} images/s, "
+                                         f"{len(vocabulary)} classes, resized {resized.shape[1]}x{resized.shape[0]}"))
+        name = protocols[0]
+        proxy = TimmBackbone.create("vit_base_patch14_dinov2", pretrained=False, layers=1, norm=True)
+        proxied = OpenVocabSegmenter(segmenter.backbone, segmenter.text_encoder,
+                                     type(segmenter.head).from_backbone(segmenter.backbone, 0.0, 0.0,
+                                                                        variant="proxyclip"),
+                                     templates="single", proxy=proxy)
+        vocabulary = benchmark_vocabulary(name, "benchmark")
+        plain = benchmark_predictor(segmenter, name, vocabulary, None)
+        with_proxy = benchmark_predictor(proxied, name, vocabulary, None)
+        with_proxy(image, image_size)
+        t_plain = seconds(lambda: plain(image, image_size), repeats=1, warmup=0)
+        t_proxy = seconds(lambda: with_proxy(image, image_size), repeats=1, warmup=0)
+        figures.append(Figure(f"{name}: ProxyCLIP (DINOv2-B/14 proxy) time / plain time", t_proxy / t_plain, 0.0,
+                              kind="report", detail=f"{t_proxy:.2f} s vs {t_plain:.2f} s per image"))
+    return figures
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="open-vocabulary latency per image")
     parser.add_argument("--miss-labels", type=int, default=1, help="labels timed for the cache miss (x 80 templates)")
-    print_figures("open-vocabulary segmentation, base NaFlex, CPU", run(parser.parse_args().miss_labels))
+    parser.add_argument("--protocols", default=None, help="harness rows for these benchmarks (comma-separated)")
+    parser.add_argument("--protocol-image", default="375x500", help="HxW of the random image of the harness rows")
+    args = parser.parse_args()
+    if args.protocols:
+        size = tuple(int(v) for v in args.protocol_image.split("x"))
+        print_figures("eval-openvocab harness, base NaFlex, CPU", run_protocols(args.protocols.split(","), size))
+    else:
+        print_figures("open-vocabulary segmentation, base NaFlex, CPU", run(args.miss_labels))

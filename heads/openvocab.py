@@ -11,16 +11,16 @@ is scored against L2-normalised text embeddings as SigLIP scores image-text pair
 ``sigmoid(cos * exp(logit_scale) + logit_bias)``.
 
 The head reruns the tower's last block itself, so its input is the *input* of that block: a
-backbone loaded with ``layers=[-2], norm=False`` (:data:`BACKBONE_KWARGS`). Variants of that
-block, from the training-free segmentation literature:
+backbone loaded with ``layers=[-2], norm=False`` (:data:`BACKBONE_KWARGS`). The variants of that
+block (``plain``, ``sclip``, ``naclip``, ``clearclip``, ``value``, ``proxyclip``) are defined, each
+with its formula and reference, in :mod:`siglip2_dense.heads.openvocab_attention`.
 
-- ``"plain"``: the block as trained (the same tokens as the backbone's own last layer).
-- ``"sclip"``: SCLIP's correlative self-attention: attention weights
-  ``softmax(q q^T * s) + softmax(k k^T * s)`` (``s = head_dim ** -0.5``, per head), residual
-  and MLP kept, as the released SCLIP code does.
-- ``"naclip"``: NACLIP's neighbourhood attention: weights ``softmax(k k^T * s + G)`` with
-  ``G[i, j] = exp(-|p_i - p_j|^2 / (2 * gaussian_std^2))`` over the patches' 2-D grid
-  positions, and the block reduced to ``out_proj(attention)``: no residual, no MLP.
+The MAP side: ``map_mlp`` keeps (True) or drops (False) the MAP head's ``f + mlp(layernorm(f))``
+step, for every variant. Its default is True, except for ``value``: MaskCLIP's value path, the MAP
+head's value and out projections alone, the choice TextRegion makes for SigLIP2
+(avaxiao/TextRegion ``TextRegionSegmenter.py``, ``siglip_value_with_sam2_attn``: no MLP residual).
+``proxyclip`` takes the attention weights from a second backbone's features, given to
+:meth:`OpenVocabHead.forward` as ``proxy_features`` on the same patch grid.
 
 Padding patches never act as keys; their outputs are zero probability.
 
@@ -36,20 +36,27 @@ from torch import Tensor, nn
 
 from siglip2_dense.backbone.features import DenseFeatures
 from siglip2_dense.errors import RequestError
+from siglip2_dense.heads.openvocab_attention import (
+    PROXY_BETA,
+    PROXY_GAMMA,
+    VARIANTS,
+    gaussian_grid_prior,
+    proxy_attention_logits,
+    run_last_block,
+)
 from siglip2_dense.text.encoder import max_over_synonyms
 
-__all__ = ["BACKBONE_KWARGS", "VARIANTS", "OpenVocabHead", "probabilities_to_label_map"]
+__all__ = [
+    "BACKBONE_KWARGS", "VARIANTS", "OpenVocabHead", "default_map_mlp", "gaussian_grid_prior",
+    "probabilities_to_label_map",
+]
 
-VARIANTS = ("plain", "sclip", "naclip")
 BACKBONE_KWARGS = {"layers": [-2], "norm": False}
 
 
-def gaussian_grid_prior(height: int, width: int, std: float, device: torch.device | None = None) -> Tensor:
-    """``[H*W, H*W]``: ``exp(-squared grid distance / (2 std^2))`` between row-major grid cells."""
-    rows = torch.arange(height, device=device, dtype=torch.float32).repeat_interleave(width)
-    cols = torch.arange(width, device=device, dtype=torch.float32).repeat(height)
-    squared = (rows[:, None] - rows[None, :]) ** 2 + (cols[:, None] - cols[None, :]) ** 2
-    return torch.exp(-squared / (2.0 * std * std))
+def default_map_mlp(variant: str) -> bool:
+    """Whether ``variant`` keeps the MAP head's MLP step by default (all but ``value``)."""
+    return variant != "value"
 
 
 def probabilities_to_label_map(probabilities: Tensor, background_threshold: float | None = None) -> Tensor:
@@ -64,26 +71,16 @@ def probabilities_to_label_map(probabilities: Tensor, background_threshold: floa
     return label_map
 
 
-def _heads(x: Tensor, num_heads: int) -> Tensor:
-    """``[B, N, C]`` -> ``[B, heads, N, C / heads]``."""
-    batch, tokens, channels = x.shape
-    return x.reshape(batch, tokens, num_heads, channels // num_heads).transpose(1, 2)
-
-
-def _merge_heads(x: Tensor) -> Tensor:
-    """``[B, heads, N, d]`` -> ``[B, N, heads * d]``."""
-    batch, num_heads, tokens, head_dim = x.shape
-    return x.transpose(1, 2).reshape(batch, tokens, num_heads * head_dim)
-
-
 class OpenVocabHead(nn.Module):
     """Per-label probabilities on the patch grid from the MAP head's own weights.
 
     Args:
         vision_model: the transformers ``Siglip2VisionModel`` / ``SiglipVisionModel`` (with its MAP head).
         logit_scale, logit_bias: the checkpoint's scalars (``TextEncoder.logit_scale`` / ``logit_bias``).
-        variant: ``"plain"``, ``"sclip"`` or ``"naclip"`` (see the module docstring).
+        variant: one of :data:`VARIANTS` (see :mod:`siglip2_dense.heads.openvocab_attention`).
         gaussian_std: NACLIP's neighbourhood width in patches (NACLIP's default 5).
+        map_mlp: keep the MAP head's MLP step; None: :func:`default_map_mlp` of the variant.
+        proxy_beta, proxy_gamma: ProxyCLIP's normalisation (its defaults 1.2 and 3.0).
     """
 
     learns_from_labels = False  # its weights are the tower's own: evaluated zero-shot, never trained
@@ -95,6 +92,9 @@ class OpenVocabHead(nn.Module):
         logit_bias: float | Tensor,
         variant: str = "plain",
         gaussian_std: float = 5.0,
+        map_mlp: bool | None = None,
+        proxy_beta: float = PROXY_BETA,
+        proxy_gamma: float = PROXY_GAMMA,
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -105,6 +105,8 @@ class OpenVocabHead(nn.Module):
             raise RequestError(f"gaussian_std={gaussian_std}: expected a positive width in patches")
         self.variant = variant
         self.gaussian_std = float(gaussian_std)
+        self.map_mlp = default_map_mlp(variant) if map_mlp is None else bool(map_mlp)
+        self.proxy_beta, self.proxy_gamma = float(proxy_beta), float(proxy_gamma)
         self._borrowed = (vision_model,)  # a tuple: borrowed modules stay the backbone's, not this head's
         self.register_buffer("logit_scale", torch.as_tensor(logit_scale, dtype=torch.float32).reshape(()).clone())
         self.register_buffer("logit_bias", torch.as_tensor(logit_bias, dtype=torch.float32).reshape(()).clone())
@@ -117,6 +119,7 @@ class OpenVocabHead(nn.Module):
         logit_bias: float | Tensor,
         variant: str = "plain",
         gaussian_std: float = 5.0,
+        map_mlp: bool | None = None,
     ) -> OpenVocabHead:
         """A head for a :class:`~siglip2_dense.backbone.siglip.Backbone` loaded with :data:`BACKBONE_KWARGS`."""
         expected = [backbone.num_blocks - 2]
@@ -125,49 +128,45 @@ class OpenVocabHead(nn.Module):
                 f"OpenVocabHead reruns the last block and needs its input: load the backbone with "
                 f"layers=[-2], norm=False (got layers={list(backbone.layers)}, norm={backbone.norm})"
             )
-        return cls(backbone.vision_model, logit_scale, logit_bias, variant=variant, gaussian_std=gaussian_std)
+        return cls(backbone.vision_model, logit_scale, logit_bias, variant=variant, gaussian_std=gaussian_std,
+                   map_mlp=map_mlp)
 
     @property
     def vision_model(self) -> nn.Module:
         return self._borrowed[0]
 
     # --- the last block ---------------------------------------------------------------------
-    def last_block(self, tokens: Tensor, token_mask: Tensor, grid: tuple[int, int], variant: str | None = None) -> Tensor:
+    def last_block(
+        self,
+        tokens: Tensor,
+        token_mask: Tensor,
+        grid: tuple[int, int],
+        variant: str | None = None,
+        proxy_features: Tensor | None = None,
+    ) -> Tensor:
         """Run the tower's last block (as ``variant``) and its final layernorm.
 
         Args:
             tokens: ``[B, N, C]`` input of the last block, ``N = H * W`` row-major grid cells.
             token_mask: ``[B, N]`` bool, True for real patches.
             grid: ``(H, W)``.
+            proxy_features: ``proxyclip`` only: ``[B, C', H, W]`` the proxy backbone's patch features.
 
         Returns:
             ``[B, N, C]`` after ``post_layernorm`` (rows of padding cells are meaningless).
         """
         variant = self.variant if variant is None else variant
-        block = self.vision_model.encoder.layers[-1]
-        attention = block.self_attn
-        num_heads = attention.num_heads
-        hidden = block.layer_norm1(tokens)
-        key_bias = torch.zeros(token_mask.shape, dtype=hidden.dtype, device=hidden.device)
-        key_bias = key_bias.masked_fill(~token_mask, torch.finfo(hidden.dtype).min)[:, None, None, :]
-        query = _heads(attention.q_proj(hidden), num_heads)
-        key = _heads(attention.k_proj(hidden), num_heads)
-        value = _heads(attention.v_proj(hidden), num_heads)
-        scale = attention.scale
-        if variant == "plain":
-            mixed = F.scaled_dot_product_attention(query, key, value, attn_mask=key_bias, scale=scale)
-        elif variant == "sclip":
-            mixed = F.scaled_dot_product_attention(query, query, value, attn_mask=key_bias, scale=scale)
-            mixed = mixed + F.scaled_dot_product_attention(key, key, value, attn_mask=key_bias, scale=scale)
-        else:
-            prior = gaussian_grid_prior(*grid, self.gaussian_std, device=hidden.device).to(hidden.dtype)
-            mixed = F.scaled_dot_product_attention(key, key, value, attn_mask=key_bias + prior, scale=scale)
-        attended = attention.out_proj(_merge_heads(mixed))
-        if variant == "naclip":
-            out = attended
-        else:
-            out = tokens + attended
-            out = out + block.mlp(block.layer_norm2(out))
+        proxy_logits = None
+        if variant == "proxyclip":
+            if proxy_features is None:
+                raise RequestError("variant='proxyclip' needs proxy_features [B, C', H, W] on the patch grid")
+            if tuple(proxy_features.shape[-2:]) != tuple(grid) or proxy_features.shape[0] != tokens.shape[0]:
+                raise RequestError(f"proxy_features {tuple(proxy_features.shape)} must be [B={tokens.shape[0]}, "
+                                   f"C', {grid[0]}, {grid[1]}], the patch grid")
+            proxy = proxy_features.flatten(2).transpose(1, 2).to(tokens.device)
+            proxy_logits = proxy_attention_logits(proxy, token_mask, self.proxy_beta, self.proxy_gamma)
+        out = run_last_block(self.vision_model.encoder.layers[-1], tokens, token_mask, grid, variant,
+                             gaussian_std=self.gaussian_std, proxy_logits=proxy_logits)
         return self.vision_model.post_layernorm(out)
 
     def _tokens(self, features: DenseFeatures) -> tuple[Tensor, Tensor, tuple[int, int]]:
@@ -179,8 +178,11 @@ class OpenVocabHead(nn.Module):
         return tokens, features.mask.reshape(batch, height * width).to(tokens.device), (height, width)
 
     # --- into the joint space ----------------------------------------------------------------
-    def map_value_path(self, tokens: Tensor) -> Tensor:
-        """Each token through the MAP head as the only token attended to: ``[..., C]`` -> ``[..., D]``."""
+    def map_value_path(self, tokens: Tensor, mlp: bool | None = None) -> Tensor:
+        """Each token through the MAP head as the only token attended to: ``[..., C]`` -> ``[..., D]``.
+
+        ``mlp`` (default: the head's ``map_mlp``) adds the MAP head's ``mlp(layernorm(f))`` step.
+        """
         head = self.vision_model.head
         attention = head.attention
         channels = attention.embed_dim
@@ -190,12 +192,15 @@ class OpenVocabHead(nn.Module):
             weight = attention.v_proj_weight
         bias = None if attention.in_proj_bias is None else attention.in_proj_bias[2 * channels :]
         embedded = attention.out_proj(F.linear(tokens, weight, bias))
+        if not (self.map_mlp if mlp is None else mlp):
+            return embedded
         return embedded + head.mlp(head.layernorm(embedded))
 
-    def patch_embeddings(self, features: DenseFeatures) -> Tensor:
+    def patch_embeddings(self, features: DenseFeatures, proxy_features: Tensor | None = None) -> Tensor:
         """Per-patch embeddings in the joint space: ``[B, D, H, W]`` (not normalised; zero at padding)."""
         tokens, token_mask, (height, width) = self._tokens(features)
-        embedded = self.map_value_path(self.last_block(tokens, token_mask, (height, width)))
+        final = self.last_block(tokens, token_mask, (height, width), proxy_features=proxy_features)
+        embedded = self.map_value_path(final)
         embedded = embedded * token_mask[..., None].to(embedded.dtype)
         return embedded.transpose(1, 2).reshape(tokens.shape[0], -1, height, width)
 
@@ -212,6 +217,11 @@ class OpenVocabHead(nn.Module):
         pooled = pooled + head.mlp(head.layernorm(pooled))
         return pooled[:, 0]
 
+    def probabilities(self, scores: Tensor, label_index: Tensor | None = None) -> Tensor:
+        """What :meth:`forward` returns is already per-label probabilities: the identity
+        (the CLIP head turns its cosines into probabilities here, after windows and PAMR)."""
+        return scores
+
     # --- scores -------------------------------------------------------------------------------
     def similarity_logits(self, image_embeddings: Tensor, text_embeddings: Tensor) -> Tensor:
         """``cos * exp(logit_scale) + logit_bias``: ``[B, D, ...]`` x ``[S, D]`` -> ``[B, S, ...]`` float32."""
@@ -220,7 +230,13 @@ class OpenVocabHead(nn.Module):
         cosine = torch.einsum("bd...,sd->bs...", image, text)
         return cosine * self.logit_scale.exp() + self.logit_bias
 
-    def forward(self, features: DenseFeatures, text_embeddings: Tensor, label_index: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        features: DenseFeatures,
+        text_embeddings: Tensor,
+        label_index: Tensor | None = None,
+        proxy_features: Tensor | None = None,
+    ) -> Tensor:
         """Per-label probabilities on the patch grid.
 
         Args:
@@ -229,11 +245,12 @@ class OpenVocabHead(nn.Module):
             text_embeddings: ``[S, D]`` (normalised here if they are not).
             label_index: ``[S]`` long, the label of each row (synonyms); the label's score is the
                 maximum over its rows. None: one row per label.
+            proxy_features: ``proxyclip`` only: ``[B, C', H, W]`` on the same grid.
 
         Returns:
             ``[B, K, H, W]`` float32 sigmoid probabilities, zero at padding cells.
         """
-        logits = self.similarity_logits(self.patch_embeddings(features), text_embeddings)
+        logits = self.similarity_logits(self.patch_embeddings(features, proxy_features), text_embeddings)
         if label_index is not None:
             logits = max_over_synonyms(logits, label_index, int(label_index.max()) + 1, dim=1)
         probabilities = torch.sigmoid(logits)

@@ -98,3 +98,22 @@ def run_tool(
     except (Exception, KeyboardInterrupt) as error:
         return report_error(error, bool(getattr(args, "debug", False)))
     return EXIT_OK if code is None else int(code)
+
+
+# --- python -m siglip2_dense.cli <command> ... (the console entry point will take this over) ----------
+COMMANDS = {"eval-openvocab": "siglip2_dense.openvocab.benchmark_table"}
+
+
+def dispatch(argv: Sequence[str]) -> int:
+    """Run ``<command> [args...]``: the command's module ``build_parser()`` / ``run(args)``, imported lazily."""
+    import importlib
+
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: python -m siglip2_dense.cli {{{','.join(COMMANDS)}}} ...", file=sys.stderr)
+        return EXIT_ERROR
+    module = importlib.import_module(COMMANDS[argv[0]])
+    return run_tool(module.run, module.build_parser(), list(argv[1:]))
+
+
+if __name__ == "__main__":
+    sys.exit(dispatch(sys.argv[1:]))

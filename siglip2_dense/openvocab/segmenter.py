@@ -14,6 +14,13 @@ Two ways to cover an image:
 - ``inference="slide"``: mmsegmentation's sliding window (``crop`` / ``stride`` in pixels, of the
   image as given) through :func:`siglip2_dense.inference.slide_window`; each window goes through
   the native path and the window probabilities are averaged where windows overlap.
+
+Post-processing at the image's size (:meth:`OpenVocabSegmenter.postprocess`): PAMR
+(:mod:`siglip2_dense.openvocab.pamr`, ``pamr_iterations > 0``), then the head's own conversion of
+window scores to label probabilities (the identity for SigLIP's sigmoid scores; the CLIP head's
+softmax over prompts). The ``proxyclip`` variant runs a second backbone (``proxy``, e.g. a timm
+DINOv2 loaded as ``"timm:<name>"``) on each image or window at its own size, final layer after its
+norm as ProxyCLIP takes it, and resamples that grid bilinearly to this checkpoint's patch grid.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from siglip2_dense.backbone.naflex_batching import batches_by_shape, batches_in_
 from siglip2_dense.backbone.preprocess import images_to_arrays
 from siglip2_dense.errors import RequestError
 from siglip2_dense.heads.openvocab import BACKBONE_KWARGS, OpenVocabHead, probabilities_to_label_map
+from siglip2_dense.openvocab.pamr import PAMR_DILATIONS, pamr
 from siglip2_dense.openvocab.result import OpenVocabResult
 from siglip2_dense.text.encoder import LabelEmbeddings, TextEncoder, max_over_synonyms
 
@@ -54,6 +62,8 @@ class OpenVocabSegmenter:
             (:attr:`OpenVocabResult.background_index`); None: every pixel gets a label.
         inference: ``"native"`` or ``"slide"``; crop, stride: the sliding window in pixels.
         batch_size: images per forward in native mode.
+        pamr_iterations, pamr_dilations: PAMR after upsampling (0 iterations: none).
+        proxy: the proxy backbone of the ``proxyclip`` variant (``layers=1, norm=True``), else None.
     """
 
     def __init__(
@@ -69,7 +79,14 @@ class OpenVocabSegmenter:
         crop: Sequence[int] = (512, 512),
         stride: Sequence[int] = (341, 341),
         batch_size: int = 8,
+        pamr_iterations: int = 0,
+        pamr_dilations: Sequence[int] = PAMR_DILATIONS,
+        proxy: Any = None,
     ) -> None:
+        if (getattr(head, "variant", None) == "proxyclip") != (proxy is not None):
+            raise RequestError("the proxyclip variant needs a proxy backbone (proxy=...), and only it takes one")
+        if pamr_iterations < 0:
+            raise RequestError(f"pamr_iterations={pamr_iterations}: expected 0 (off) or more")
         if inference not in INFERENCE_MODES:
             raise RequestError(f"inference={inference!r}: expected one of {INFERENCE_MODES}")
         if background_threshold is not None and not 0.0 <= background_threshold <= 1.0:
@@ -91,6 +108,9 @@ class OpenVocabSegmenter:
         self.crop = tuple(crop)
         self.stride = tuple(stride)
         self.batch_size = int(batch_size)
+        self.pamr_iterations = int(pamr_iterations)
+        self.pamr_dilations = tuple(int(d) for d in pamr_dilations)
+        self.proxy = proxy
 
     @classmethod
     def from_pretrained(
@@ -109,13 +129,19 @@ class OpenVocabSegmenter:
         size: int | Sequence[int] | None = None,
         gaussian_std: float = 5.0,
         batch_size: int = 8,
+        map_mlp: bool | None = None,
+        pamr_iterations: int = 0,
+        pamr_dilations: Sequence[int] = PAMR_DILATIONS,
+        proxy: str | None = None,
     ) -> OpenVocabSegmenter:
         """Load both towers of a full SigLIP / SigLIP2 checkpoint and build the head.
 
         Args:
-            variant: ``"plain"``, ``"sclip"`` or ``"naclip"`` (see :mod:`siglip2_dense.heads.openvocab`).
+            variant: one of :data:`siglip2_dense.heads.openvocab.VARIANTS`.
             cache_dir: the text-embedding cache folder (default ``~/.cache/siglip2_dense/text``).
             gaussian_std: NACLIP's neighbourhood width in patches.
+            map_mlp: keep the MAP head's MLP step (None: the variant's default).
+            proxy: ``proxyclip``: the proxy backbone to load (``"timm:vit_base_patch14_reg4_dinov2"``, ...).
             Others: see the class.
         """
         from siglip2_dense.backbone.siglip import load_backbone
@@ -123,12 +149,17 @@ class OpenVocabSegmenter:
         backbone = load_backbone(name_or_path, dtype=dtype, device=device, **BACKBONE_KWARGS)
         text_encoder = TextEncoder.from_pretrained(name_or_path, device=device, dtype=dtype, cache_dir=cache_dir)
         head = OpenVocabHead.from_backbone(
-            backbone, text_encoder.logit_scale, text_encoder.logit_bias, variant=variant, gaussian_std=gaussian_std
+            backbone, text_encoder.logit_scale, text_encoder.logit_bias, variant=variant, gaussian_std=gaussian_std,
+            map_mlp=map_mlp,
         )
+        proxy_backbone = None
+        if proxy is not None:
+            proxy_backbone = load_backbone(proxy, layers=1, norm=True, dtype=dtype, device=device)
         return cls(
             backbone, text_encoder, head, templates=templates, max_num_patches=max_num_patches, size=size,
             background_threshold=background_threshold, inference=inference, crop=crop, stride=stride,
-            batch_size=batch_size,
+            batch_size=batch_size, pamr_iterations=pamr_iterations, pamr_dilations=pamr_dilations,
+            proxy=proxy_backbone,
         )
 
     # --- labels -------------------------------------------------------------------------------
@@ -153,10 +184,26 @@ class OpenVocabSegmenter:
             ``[B, K, Hmax, Wmax]`` float32 (zero outside each image's grid) and ``grid_sizes [B, 2]``.
         """
         embedded = self.encode_labels(labels)
+        arrays = images_to_arrays(images)
         with torch.inference_mode():
-            features = self._features(images_to_arrays(images))
-            probabilities = self.head(features, embedded.embeddings, embedded.label_index)
+            features = self._features(arrays)
+            extra = {}
+            if self.proxy is not None:
+                extra["proxy_features"] = self.proxy_features(arrays, features.grid_sizes, tuple(features.mask.shape[1:]))
+            probabilities = self.head(features, embedded.embeddings, embedded.label_index, **extra)
         return probabilities, features.grid_sizes
+
+    def proxy_features(self, arrays: Sequence[np.ndarray], grid_sizes: Tensor, padded: tuple[int, int]) -> Tensor:
+        """The proxy backbone's final features of each image, resampled (bilinear) to that image's
+        patch grid here: ``[B, C', Hmax, Wmax]``, zero outside each grid. One proxy forward per image."""
+        maps = []
+        for array, (height, width) in zip(arrays, grid_sizes.tolist()):
+            own = self.proxy(**self.proxy.preprocess([array]))
+            ph, pw = own.grid_sizes[0].tolist()
+            resampled = F.interpolate(own.maps[0][:, :, :ph, :pw].float(), size=(height, width), mode="bilinear",
+                                      align_corners=False)
+            maps.append(F.pad(resampled[0], (0, padded[1] - width, 0, padded[0] - height)))
+        return torch.stack(maps)
 
     def image_probabilities(self, image: Any, labels: Sequence[str] | LabelEmbeddings) -> Tensor:
         """``[K, H, W]`` float32 probabilities at the image's own size (native or sliding window)."""
@@ -212,8 +259,17 @@ class OpenVocabSegmenter:
         """Segment one image: ``OpenVocabResult`` with ``label_map [H, W]`` and ``scores [K, H, W]``."""
         return self.segment_batch([image], labels)[0]
 
+    def postprocess(self, scores: Tensor, image: np.ndarray, label_index: Tensor) -> Tensor:
+        """Window scores at the image's size -> label probabilities: PAMR (when on), then the head's
+        conversion. ``scores [S, H, W]``, ``image [H, W, 3]`` uint8 -> ``[K, H, W]`` float32."""
+        scores = scores.float()
+        if self.pamr_iterations:
+            pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+            scores = pamr(pixels.to(scores.device), scores[None], self.pamr_iterations, self.pamr_dilations)[0]
+        return self.head.probabilities(scores, label_index)
+
     def _result(self, array: np.ndarray, scores: Tensor, embedded: LabelEmbeddings) -> OpenVocabResult:
-        scores = scores.cpu().float()
+        scores = self.postprocess(scores.cpu(), array, embedded.label_index)
         label_map = probabilities_to_label_map(scores, self.background_threshold)
         return OpenVocabResult(
             labels=list(embedded.labels),
