@@ -47,6 +47,9 @@ from siglip2_dense.errors import CheckpointError, MissingFileError
 logger = logging.getLogger(__name__)
 
 SUPPORTED_MODEL_TYPES = ("siglip", "siglip_vision_model", "siglip2", "siglip2_vision_model")
+# CLIP checkpoints load whole (CLIPModel: both towers and their projections), for the open-vocabulary
+# table's reference rows (siglip2_dense.openvocab.clip).
+CLIP_MODEL_TYPES = ("clip",)
 # transformers class of each tower, by the checkpoint's model_type (None: that tower is absent).
 TOWER_CLASSES: dict[str, dict[str, str | None]] = {
     "siglip": {"vision": "SiglipVisionModel", "text": "SiglipTextModel"},
@@ -58,6 +61,7 @@ TOWER_CLASSES: dict[str, dict[str, str | None]] = {
 IMAGE_PROCESSOR_CLASSES = {
     "naflex": ("Siglip2ImageProcessor", "Siglip2ImageProcessorPil", "Siglip2ImageProcessorFast"),
     "fixres": ("SiglipImageProcessor", "SiglipImageProcessorPil", "SiglipImageProcessorFast"),
+    "clip": ("CLIPImageProcessor", "CLIPImageProcessorPil", "CLIPImageProcessorFast"),
 }
 # Where image-processor settings live, in the order transformers' ImageProcessingMixin.get_image_processor_dict
 # reads them: the nested "image_processor" of processor_config.json (transformers.utils.PROCESSOR_NAME, what
@@ -253,8 +257,8 @@ def resolve_file(location: str, filename: str) -> Path | None:
 # --- 2. what it is ------------------------------------------------------------------------------
 
 
-def read_config(source: CheckpointSource) -> Any:
-    """The checkpoint's transformers config (``model_type`` one of :data:`SUPPORTED_MODEL_TYPES`)."""
+def read_config(source: CheckpointSource, supported: tuple[str, ...] = SUPPORTED_MODEL_TYPES) -> Any:
+    """The checkpoint's transformers config; its ``model_type`` must be one of ``supported``."""
     from transformers import AutoConfig
 
     try:
@@ -264,10 +268,10 @@ def read_config(source: CheckpointSource) -> Any:
             f"cannot read the config of checkpoint {source.name_or_path!r}: {error}. Expected a local directory "
             "or a reachable hub id"
         ) from error
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
+    if config.model_type not in supported:
         raise CheckpointError(
             f"checkpoint {source.name_or_path!r} has model_type {config.model_type!r}; supported model types are "
-            f"{', '.join(SUPPORTED_MODEL_TYPES)} (or use 'timm:<model name>')"
+            f"{', '.join(supported)}" + (" (or use 'timm:<model name>')" if supported == SUPPORTED_MODEL_TYPES else "")
         )
     return config
 
@@ -310,18 +314,36 @@ def load_tower(
         CheckpointError: the checkpoint has no such tower, its files cannot be read (corrupt or
             truncated weights included), or weights are missing or shaped unlike the config.
     """
-    import transformers
-    from safetensors import SafetensorError
-
     if tower not in ("vision", "text"):
         raise ValueError(f"tower={tower!r}; expected 'vision' or 'text'")
-    name = source.name_or_path
     class_name = TOWER_CLASSES[config.model_type][tower]
     if class_name is None:
         raise CheckpointError(
-            f"checkpoint {name!r} is a {config.model_type!r} (vision tower only) and has no {tower} tower; "
-            "open-vocabulary use needs the full siglip / siglip2 checkpoint"
+            f"checkpoint {source.name_or_path!r} is a {config.model_type!r} (vision tower only) and has no {tower} "
+            "tower; open-vocabulary use needs the full siglip / siglip2 checkpoint"
         )
+    return load_pretrained(source, class_name, f"{tower} tower", dtype, attn_implementation)
+
+
+def load_pretrained(
+    source: CheckpointSource,
+    class_name: str,
+    what: str,
+    dtype: torch.dtype,
+    attn_implementation: str | None = None,
+) -> nn.Module:
+    """transformers' ``<class_name>.from_pretrained`` on the checkpoint, every weight read from it.
+
+    ``what`` names the part in messages (``"vision tower"``, ``"CLIP model"``).
+
+    Raises:
+        CheckpointError: the files cannot be read (corrupt or truncated weights included), or
+            weights are missing or shaped unlike the config.
+    """
+    import transformers
+    from safetensors import SafetensorError
+
+    name = source.name_or_path
     kwargs: dict[str, Any] = {"dtype": dtype, "output_loading_info": True, "ignore_mismatched_sizes": True}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
@@ -329,16 +351,17 @@ def load_tower(
         with quiet_transformers():
             model, info = getattr(transformers, class_name).from_pretrained(source.location, **kwargs)
     except (OSError, ValueError) as error:
-        raise CheckpointError(f"cannot load the {tower} tower of {name!r}: {error}") from error
+        raise CheckpointError(f"cannot load the {what} of {name!r}: {error}") from error
     except SafetensorError as error:
-        raise CheckpointError(f"cannot load the {tower} tower of {name!r}: its weight file is corrupt or "
+        raise CheckpointError(f"cannot load the {what} of {name!r}: its weight file is corrupt or "
                               f"truncated ({error}); download or save the checkpoint again") from error
     if info.get("missing_keys"):
-        raise CheckpointError(f"checkpoint {name!r} lacks {tower}-tower weights: {sorted(info['missing_keys'])}")
+        raise CheckpointError(f"checkpoint {name!r} lacks {what.replace(' ', '-')} weights: "
+                              f"{sorted(info['missing_keys'])}")
     if info.get("mismatched_keys"):
         shapes = [f"{key}: checkpoint {tuple(saved)}, config {tuple(expected)}"
                   for key, saved, expected in sorted(info["mismatched_keys"])]
-        raise CheckpointError(f"checkpoint {name!r} has {tower}-tower weights shaped unlike its config.json: "
+        raise CheckpointError(f"checkpoint {name!r} has {what.replace(' ', '-')} weights shaped unlike its config.json: "
                               + "; ".join(shapes))
     return model
 
@@ -363,10 +386,14 @@ def load_image_processor(source: CheckpointSource, config: Any) -> Any:
 
     naflex = is_naflex(config)
     vision_config = getattr(config, "vision_config", config)
-    kind = "naflex" if naflex else "fixres"
+    kind = "clip" if config.model_type in CLIP_MODEL_TYPES else "naflex" if naflex else "fixres"
     if not any(resolve_file(source.location, filename) is not None for filename in PROCESSOR_FILES):
         logger.warning("checkpoint %r has neither %s; using the %s image processor's defaults for its config",
                        source.name_or_path, " nor ".join(PROCESSOR_FILES), IMAGE_PROCESSOR_CLASSES[kind][0])
+        if kind == "clip":
+            size = vision_config.image_size
+            return transformers.CLIPImageProcessor(size={"shortest_edge": size},
+                                                   crop_size={"height": size, "width": size})
         if naflex:
             return transformers.Siglip2ImageProcessor(patch_size=vision_config.patch_size,
                                                       max_num_patches=vision_config.num_patches)

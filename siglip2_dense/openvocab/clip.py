@@ -24,9 +24,7 @@ Import rule: this wing's own loader; it will join the shared checkpoint loader.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,24 +43,30 @@ from siglip2_dense.heads.openvocab_attention import (
     run_last_block,
 )
 from siglip2_dense.text.encoder import LabelEmbeddings, max_over_synonyms
+from siglip2_dense.towers import (
+    CLIP_MODEL_TYPES,
+    load_image_processor,
+    load_pretrained,
+    load_tokenizer,
+    locate_checkpoint,
+    read_config,
+)
 
 LINEAGE_LOGIT_SCALE = 40.0  # wangf3014/SCLIP clip_segmentor.py, sinahmr/NACLIP naclip.py: logit_scale=40
 CLIP_CONTEXT_LENGTH = 77  # CLIP's text context (clip.tokenize pads to 77)
 
 
 def is_clip_checkpoint(name_or_path: str) -> bool:
-    """Whether ``name_or_path`` is a CLIP checkpoint (its ``config.json`` says ``model_type: clip``)."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        config = path / "config.json"
-        return config.is_file() and json.loads(config.read_text()).get("model_type") == "clip"
+    """Whether ``name_or_path`` is a CLIP checkpoint (its config says ``model_type: clip``).
+
+    Raises:
+        MissingFileError: as :func:`siglip2_dense.towers.locate_checkpoint` (a mistyped path).
+    """
     if name_or_path.startswith("timm:"):
         return False
-    from transformers import AutoConfig
-
     try:
-        return AutoConfig.from_pretrained(name_or_path).model_type == "clip"
-    except (OSError, ValueError):
+        return read_config(locate_checkpoint(name_or_path), supported=CLIP_MODEL_TYPES) is not None
+    except CheckpointError:  # not a checkpoint, or another model_type: not CLIP
         return False
 
 
@@ -205,16 +209,13 @@ class CLIPTextEncoder:
 
 def load_clip(name_or_path: str, device: str | torch.device | None = None,
               dtype: torch.dtype | None = None) -> tuple[CLIPBackbone, CLIPTextEncoder]:
-    """Load a ``CLIPModel`` checkpoint (safetensors) with its tokenizer and image processor."""
-    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
-
-    try:
-        model = CLIPModel.from_pretrained(name_or_path, dtype=dtype or torch.float32, use_safetensors=True).eval()
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        processor = CLIPImageProcessor.from_pretrained(name_or_path)
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"cannot load CLIP checkpoint {name_or_path!r} (model.safetensors, tokenizer, "
-                              f"preprocessor_config.json): {error}") from error
+    """Load a ``CLIPModel`` checkpoint (safetensors) with its tokenizer and image processor, through the
+    one tower loader (:mod:`siglip2_dense.towers`: the same name resolution, errors and weight checks)."""
+    source = locate_checkpoint(name_or_path)
+    config = read_config(source, supported=CLIP_MODEL_TYPES)
+    model = load_pretrained(source, "CLIPModel", "CLIP model", dtype or torch.float32).eval()
+    tokenizer = load_tokenizer(source)
+    processor = load_image_processor(source, config)
     model = model.to(device or "cpu")
     return CLIPBackbone(model, processor, name_or_path).to(device or "cpu"), CLIPTextEncoder(model, tokenizer)
 
