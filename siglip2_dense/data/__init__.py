@@ -5,6 +5,14 @@ is ``"mask"`` ([H, W] uint8 class indices, 255 = ignore) and/or ``"depth"`` ([H,
 0 = invalid); each takes an optional ``transform`` (an ``item -> item`` callable, see the builders).
 """
 
+import os
+
+# albumentations asks PyPI for its newest version when it is imported (a network request, and a
+# warning on a machine without one); a data loader should not phone home, so the check is off
+# unless the user sets the variable themselves.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
 from siglip2_dense.data.ade20k import ADE20KDataset, ade20k_class_names, ade20k_palette
 from siglip2_dense.data.benchmarks import (
     BENCHMARKS,
