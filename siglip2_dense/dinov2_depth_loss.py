@@ -1,7 +1,7 @@
 """DINOv2's NYUv2 depth loss, as its configs and code compute it (``train.loss_args.form: dinov2``).
 
 DINOv2's NYU linear and DPT configs (official ``dinov2_vitb14_nyu_linear_config.py``; read in the copy
-Jiawei-Yang/Denoising-ViT ``evaluation/configs/vitb_nyu_linear_config.py:155-168`` @2d08bd84) train with::
+Jiawei-Yang/Denoising-ViT ``evaluation/configs/vitb_nyu_linear_config.py:156-169`` @2d08bd84) train with::
 
     loss_decode=[SigLoss(valid_mask=True, loss_weight=1.0, warm_up=True),
                  GradientLoss(valid_mask=True, loss_weight=0.5)]
