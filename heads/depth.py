@@ -1,8 +1,19 @@
-"""The linear depth probe: BatchNorm + 1x1 convolution to depth-bin logits (DINOv2's ``linear`` depth).
+"""The linear depth probe: [BatchNorm +] 1x1 convolution to depth-bin logits (DINOv2's / DINOv3's ``linear`` depth).
 
-DINOv2 / DINOv3 protocol: 256 bins between ``min_depth`` and ``max_depth``, weights
-``relu(logit) + 0.1`` normalised over bins, depth = expectation over the bin centres
-(:class:`DepthFromBins`).
+256 bins between ``min_depth`` and ``max_depth``, weights ``relu(logit) + 0.1`` normalised over bins,
+depth = expectation over the bin centres (:class:`DepthFromBins`). The two references differ in the
+head (facebookresearch/dinov2 ``dinov2/eval/depth/models/decode_heads/linear_head.py``; dinov3
+``dinov3/eval/depth/configs/config-nyu.yaml:26-29``):
+
+- DINOv2 lin.1: no BatchNorm (``# self.bn = nn.SyncBatchNorm(...)`` commented out, line 23), the CLS
+  token concatenated to every patch (``output_cls_token=True``, ``channels=1536``), the features
+  upsampled bilinearly 4x before the 1x1 conv (``upsample=4``, line 43): ``use_batchnorm=False,
+  use_pooled=True, feature_upsample=4``.
+- DINOv3: BatchNorm, no CLS, no upsampling: the defaults.
+
+The 4x upsampling runs on the logits rather than the features: a 1x1 convolution commutes with
+bilinear interpolation (each output is a convex combination, weights summing to one), so the
+logits are the same and the upsampled tensor has ``num_bins`` channels instead of ``C``.
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ from siglip2_dense.errors import RequestError
 from .depth_bins import DepthFromBins, check_depth_range
 from .head_inputs import LAYER_CHOICES, broadcast_to_cells, checked_channels, masked_maps, pooled_embedding
 from .masked_batch_norm import MaskedBatchNorm2d
-from .padded_grid import zero_padding
+from .padded_grid import grid_sizes_at, mask_like, upsample_by, zero_padding
 
 
 class BinsDepthHead(nn.Module):
@@ -34,9 +45,11 @@ class BinsDepthHead(nn.Module):
         use_pooled: concatenate the pooled MAP-head embedding to every patch feature.
         pooled_channels: width of the pooled embedding (default: ``in_channels[-1]``).
         dropout: channel dropout before the classifier.
+        use_batchnorm: BatchNorm before the classifier (DINOv3: yes; DINOv2: no).
+        feature_upsample: f, bilinear upsampling of the features before the bins (DINOv2: 4).
 
-    ``forward(features) -> depth [B, 1, Hmax, Wmax]`` in metres on the padded patch grid; real cells
-    lie in ``[min_depth, max_depth]``, padded cells are 0.
+    ``forward(features) -> depth [B, 1, f*Hmax, f*Wmax]`` in metres, ``f`` cells per patch side
+    (``output_scale``); real cells lie in ``[min_depth, max_depth]``, padded cells are 0.
     """
 
     def __init__(
@@ -50,9 +63,13 @@ class BinsDepthHead(nn.Module):
         use_pooled: bool = False,
         pooled_channels: int | None = None,
         dropout: float = 0.0,
+        use_batchnorm: bool = True,
+        feature_upsample: int = 1,
     ) -> None:
         super().__init__()
         channels = checked_channels(in_channels, "BinsDepthHead")
+        if isinstance(feature_upsample, bool) or int(feature_upsample) != feature_upsample or feature_upsample < 1:
+            raise RequestError(f"BinsDepthHead: feature_upsample={feature_upsample!r}; expected an integer >= 1")
         check_depth_range(min_depth, max_depth, num_bins, bin_spacing, "BinsDepthHead")
         if layers not in LAYER_CHOICES:
             raise RequestError(f"BinsDepthHead: layers={layers!r}; expected one of {', '.join(LAYER_CHOICES)}")
@@ -60,13 +77,15 @@ class BinsDepthHead(nn.Module):
             raise RequestError(f"BinsDepthHead: dropout={dropout}; expected a probability in [0, 1)")
         self.config = dict(in_channels=channels, layers=layers, min_depth=float(min_depth), max_depth=float(max_depth),
                            num_bins=int(num_bins), bin_spacing=bin_spacing, use_pooled=bool(use_pooled),
-                           pooled_channels=pooled_channels, dropout=float(dropout))
+                           pooled_channels=pooled_channels, dropout=float(dropout),
+                           use_batchnorm=bool(use_batchnorm), feature_upsample=int(feature_upsample))
         self.in_channels = channels
         self.layers = layers
         self.use_pooled = bool(use_pooled)
         self.pooled_channels = int(pooled_channels) if pooled_channels is not None else channels[-1]
         width = (sum(channels) if layers == "all" else channels[-1]) + (self.pooled_channels if self.use_pooled else 0)
-        self.norm = MaskedBatchNorm2d(width)
+        self.norm = MaskedBatchNorm2d(width) if use_batchnorm else None
+        self.output_scale = int(feature_upsample)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(width, int(num_bins), kernel_size=1)
         self.to_depth = DepthFromBins(min_depth, max_depth, int(num_bins), bin_spacing)
@@ -82,7 +101,10 @@ class BinsDepthHead(nn.Module):
         return torch.cat(maps, dim=1), features.mask
 
     def forward(self, features: DenseFeatures) -> torch.Tensor:
-        """:class:`DenseFeatures` -> depth ``[B, 1, Hmax, Wmax]`` (metres), zero on padded cells."""
-        x = self.norm(*self.batch_norm_input(features))
-        depth = self.to_depth(self.classifier(self.dropout(x)))
-        return zero_padding(depth, features.mask)
+        """:class:`DenseFeatures` -> depth ``[B, 1, f*Hmax, f*Wmax]`` (metres), zero on padded cells."""
+        x, mask = self.batch_norm_input(features)
+        x = self.norm(x, mask) if self.norm is not None else x
+        logits = zero_padding(self.classifier(self.dropout(x)), mask)
+        logits = upsample_by(logits, features.grid_sizes.to(logits.device), self.output_scale)
+        depth = self.to_depth(logits)
+        return zero_padding(depth, mask_like(depth, grid_sizes_at(features.grid_sizes, self.output_scale)))

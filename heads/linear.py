@@ -64,6 +64,7 @@ class LinearHead(nn.Module):
         self.norm = MaskedBatchNorm2d(width)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(width, int(num_classes), kernel_size=1)
+        self.output_scale = 1  # logits on the patch grid
 
     def batch_norm_input(self, features: DenseFeatures) -> tuple[torch.Tensor, torch.Tensor]:
         """What ``self.norm`` normalises: ``([B, C, Hmax, Wmax], mask [B, Hmax, Wmax])``, a function of the

@@ -77,3 +77,15 @@ def pool_to_grid(x: torch.Tensor, factor: int) -> torch.Tensor:
     The block of a patch cell covers exactly that patch, so real cells average real values only.
     """
     return F.avg_pool2d(x, kernel_size=factor, stride=factor) if factor > 1 else x
+
+
+def upsample_by(x: torch.Tensor, grid_sizes: torch.Tensor, factor: int) -> torch.Tensor:
+    """Padding-safe bilinear upsampling of ``x [B, C, H, W]`` by an integer ``factor`` -> ``[B, C, fH, fW]``.
+
+    ``align_corners=False``; real cells equal upsampling each ``(h_b, w_b)`` image alone (to
+    ``(f h_b, f w_b)``, DINOv2's ``resize(size=[s * upsample ...])``), the rest zero.
+    """
+    if factor == 1:
+        return x
+    up = F.interpolate(replicate_padding(x, grid_sizes), scale_factor=factor, mode="bilinear", align_corners=False)
+    return zero_padding(up, mask_like(up, grid_sizes_at(grid_sizes, factor)))

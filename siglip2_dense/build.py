@@ -43,6 +43,8 @@ def backbone_dtype(config: ExperimentConfig, device: torch.device) -> torch.dtyp
         if not isinstance(dtype, torch.dtype):
             raise ConfigError(f"model.dtype={config.model.dtype!r} is not a torch dtype (e.g. float32, bfloat16)")
         return dtype
+    if config.train.precision == "fp32":
+        return torch.float32  # the protocols' fp32: weights too, not only no autocast
     return torch.float32 if config.model.tune_last_blocks != 0 else None
 
 
@@ -137,7 +139,9 @@ def build_train_transform(config: ExperimentConfig) -> ItemTransform:
             photometric=data.photometric,
         )
     return build_depth_train_transform(
-        crop_size=crop, rotate_degrees=data.rotate_degrees, flip_prob=data.flip_prob, colour_prob=data.colour_prob
+        crop_size=crop, rotate_degrees=data.rotate_degrees, flip_prob=data.flip_prob, colour_prob=data.colour_prob,
+        colour_scale=data.colour_scale,
+        fixed_crop=tuple(int(v) for v in data.fixed_crop) if data.fixed_crop is not None else None,
     )
 
 

@@ -37,6 +37,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 EVAL_MODES = ("whole", "slide", "native")
 CACHE_DTYPES = ("float32", "float16", "bfloat16")
 DEPTH_CROPS = ("eigen", "garg")
+COLOUR_SCALES = ("unit", "pixel")
 
 
 
@@ -59,7 +60,13 @@ class ModelConfig:
     pretrained: bool = True
     """timm backbones only: False builds random weights."""
     max_num_patches: int | None = None
-    """NaFlex patch budget per image, in training and validation; None: the processor's."""
+    """NaFlex patch budget per image in training (and in evaluation unless ``eval_max_num_patches``
+    is set); None: the processor's. A config that sets one is a NaFlex config (FixRes and timm
+    towers refuse a budget)."""
+    eval_max_num_patches: int | None = None
+    """NaFlex patch budget per image (or window) in validation and evaluation; None: ``max_num_patches``.
+    Two budgets let both splits stay at native scale (NYUv2: 416x544 crops = 884 patches of 16 px,
+    480x640 test images = 1200), as the references feed them."""
 
 
 @dataclass
@@ -105,6 +112,12 @@ class DataConfig:
     """Depth: random rotation range (+-degrees, applied with probability 1/2)."""
     colour_prob: float = 0.5
     """Depth: probability of BTS's colour augmentation."""
+    colour_scale: str = "unit"
+    """Depth: the values the colour augmentation's gamma sees: ``unit`` (BTS: x / 255 in [0, 1]) or
+    ``pixel`` (DINOv2's toolbox ``ColorAug`` and DINOv3: 0-255 values, clipped at 255)."""
+    fixed_crop: list[int] | None = None
+    """Depth: ``[top, bottom, left, right]`` rows and columns kept before any random step; NYUv2's
+    ``[45, 472, 43, 608]`` (toolbox ``NYUCrop``, DINOv2 and DINOv3) drops the registration border. None: no crop."""
     min_depth: float = 1e-3
     """Depth: ground truth counts as valid above this (metres), in the loss and the metrics."""
     max_depth: float = 10.0
@@ -161,7 +174,9 @@ class TrainConfig:
     seed: int = 0
     """Seeds the head initialisation, the data order and every augmentation."""
     precision: str = "auto"
-    """``auto`` (bf16 autocast on CUDA, float32 on CPU), ``bf16`` or ``fp32``."""
+    """``auto`` (bf16 autocast on CUDA, float32 on CPU), ``bf16`` or ``fp32``. ``fp32`` also loads the
+    backbone's weights in float32 (unless ``model.dtype`` says otherwise), in training and in
+    evaluation, as DINOv2 / DINOv3 run their probes; the dtype is recorded in ``metrics.json``."""
     device: str = "auto"
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
     log_every: int = 50
@@ -182,7 +197,9 @@ class TrainConfig:
     feature_cache_dtype: str = "float32"
     """Storage dtype of cached features: ``float32``, ``float16`` or ``bfloat16``."""
     loss_args: dict[str, Any] = field(default_factory=dict)
-    """Depth only: keyword arguments of ``losses.depth_loss`` (variance_focus, scale, gradient_weight, ...)."""
+    """Depth only: keyword arguments of ``losses.depth_loss``: ``form`` (``bts``: scale * SiLog +
+    MiDaS gradient matching; ``dinov2``: DINOv2's SigLoss with its mean-only warm-up and its
+    GradientLoss as written), and that form's weights (see :mod:`siglip2_dense.losses`)."""
 
 
 @dataclass
@@ -216,6 +233,12 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    protocol: str | None = None
+    """The reference protocol this experiment reproduces: a file ``configs/protocols/<protocol>.yaml``
+    (None: no claim). ``tests/test_protocols.py`` fails where the config differs from it anywhere
+    not listed in ``deviations``."""
+    deviations: dict[str, str] = field(default_factory=dict)
+    """``{dotted key: reason}``: where this experiment departs from its protocol on purpose, and why."""
 
 
 SECTIONS: dict[str, type] = {
@@ -333,6 +356,11 @@ def check_choices(config: ExperimentConfig) -> None:
     _choice(config.train.precision, PRECISIONS, "train.precision")
     _choice(config.train.feature_cache_dtype, CACHE_DTYPES, "train.feature_cache_dtype")
     _choice(config.eval.mode, EVAL_MODES, "eval.mode")
+    _choice(config.data.colour_scale, COLOUR_SCALES, "data.colour_scale")
+    crop = config.data.fixed_crop
+    if crop is not None and (len(crop) != 4 or crop[0] < 0 or crop[2] < 0 or crop[1] <= crop[0] or crop[3] <= crop[2]):
+        raise ConfigError(f"data.fixed_crop={crop}: expected [top, bottom, left, right] with 0 <= top < bottom "
+                          "and 0 <= left < right (NYUv2: [45, 472, 43, 608])")
     if config.eval.depth_crop is not None:
         _choice(config.eval.depth_crop, DEPTH_CROPS, "eval.depth_crop")
     if config.model.tune_last_blocks < -1:
@@ -355,6 +383,13 @@ def check_choices(config: ExperimentConfig) -> None:
     if not config.eval.scales or any(s <= 0 for s in config.eval.scales):
         raise ConfigError(f"eval.scales={config.eval.scales}: expected a non-empty list of positive numbers")
     _positive(config.data.train_views, "data.train_views", allow_zero=True)
+    for key in ("max_num_patches", "eval_max_num_patches"):
+        budget = getattr(config.model, key)
+        if budget is not None and budget < 1:
+            raise ConfigError(f"model.{key}={budget}: expected a positive patch count or null")
+    if config.deviations and config.protocol is None:
+        raise ConfigError(f"deviations {sorted(config.deviations)} given without a protocol; set protocol: <name> "
+                          "(a file in configs/protocols/) or leave deviations out")
     if config.task == "segmentation" and train.loss_args:
         raise ConfigError(
             f"train.loss_args={train.loss_args}: segmentation takes no loss arguments (cross-entropy averaged over "

@@ -13,11 +13,13 @@ Scale-invariant log loss (Eigen et al. 2014), in BTS's parameterisation::
     silog = scale * sqrt(mean(g^2) - variance_focus * mean(g)^2)
           = scale * sqrt(Var(g) + (1 - variance_focus) * mean(g)^2)     (Var with 1/N)
 
-BTS uses ``variance_focus = 0.85, scale = 10``. AdaBins / DINOv2's ``SigLoss`` with
-``loss_weight=10`` writes the same thing as ``10 * sqrt(Var(g) + 0.15 * mean(g)^2)``, with the
-unbiased variance (1/(N-1)) and ``log(x + 1e-3)``; over the thousands of pixels of an image the
-two agree to within ``N / (N - 1)`` on the variance term. ``variance_focus = 1`` gives the fully
+BTS uses ``variance_focus = 0.85, scale = 10``; ``variance_focus = 1`` gives the fully
 scale-invariant loss, ``0`` the RMSE of log depth.
+
+DINOv2's NYU configs (``form="dinov2"``) use a different loss, transcribed in
+:mod:`siglip2_dense.dinov2_depth_loss`: ``loss_weight (1.0) * sqrt(Var_unbiased(g) + 0.15 mean(g)^2)``
+on ``g = log(pred + 1e-3) - log(gt + 1e-3)`` over ``gt > 0``, mean term only for the first 100
+iterations, plus ``0.5 x`` a GradientLoss whose slicing runs over the batch and channel axes.
 
 Gradient matching (MiDaS, Ranftl et al. 2020, on the log difference): at scales
 ``s = 0 .. num_scales - 1`` the maps are subsampled with step ``2^s`` and the absolute differences
@@ -144,6 +146,9 @@ def gradient_matching_loss(
     return total
 
 
+DEPTH_LOSS_FORMS = ("bts", "dinov2")
+
+
 def depth_loss(
     prediction: torch.Tensor,
     target: torch.Tensor,
@@ -153,8 +158,33 @@ def depth_loss(
     scale: float = 10.0,
     gradient_weight: float = 0.0,
     num_scales: int = 4,
+    form: str = "bts",
+    step: int = 0,
+    warm_up_iterations: int = 0,
+    images_per_group: int | None = None,
 ) -> torch.Tensor:
-    """``silog_loss + gradient_weight * gradient_matching_loss`` (the second only when the weight is not 0)."""
+    """The depth training loss of one batch ``prediction [B, 1, h, w]`` against ``target [B, H, W]``.
+
+    ``form="bts"``: ``silog_loss + gradient_weight * gradient_matching_loss`` (the second only when
+    the weight is not 0); ``step``, ``warm_up_iterations`` and ``images_per_group`` must stay unset.
+
+    ``form="dinov2"``: :func:`siglip2_dense.dinov2_depth_loss.dinov2_depth_loss` with
+    ``loss_weight=scale``, ``gradient_weight``, the mean-only warm-up while ``step <
+    warm_up_iterations`` and the batch cut into groups of ``images_per_group`` (DINOv2's images
+    per GPU, 2: each GPU's loss on its own images, the groups' losses averaged as DDP averages
+    gradients). Pixels count where ``gt > 0`` (DINOv2's ``valid_mask``); ``min_depth`` /
+    ``max_depth`` are not used by this form (``variance_focus`` and ``num_scales`` neither:
+    DINOv2's 0.15 and 4 scales are fixed in its code).
+    """
+    if form not in DEPTH_LOSS_FORMS:
+        raise RequestError(f"depth_loss: form={form!r}; expected one of {', '.join(DEPTH_LOSS_FORMS)}")
+    if form == "dinov2":
+        from siglip2_dense.dinov2_depth_loss import dinov2_depth_loss
+
+        return dinov2_depth_loss(prediction, target, loss_weight=scale, gradient_weight=gradient_weight,
+                                 warm_up=step < warm_up_iterations, images_per_group=images_per_group)
+    if warm_up_iterations or images_per_group is not None:
+        raise RequestError("depth_loss: warm_up_iterations and images_per_group belong to form='dinov2'")
     loss = silog_loss(prediction, target, min_depth, max_depth, variance_focus, scale)
     if gradient_weight:
         loss = loss + gradient_weight * gradient_matching_loss(prediction, target, min_depth, max_depth, num_scales)

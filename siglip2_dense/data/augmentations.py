@@ -4,7 +4,8 @@
 - :class:`ShortSideResize`: the same with a fixed ratio of 1 (mmsegmentation's test-time ``Resize``).
 - :class:`CatMaxRandomCrop`: mmsegmentation's ``RandomCrop(crop_size, cat_max_ratio)``.
 - :class:`PhotoMetricDistortion`: mmsegmentation's ``PhotoMetricDistortion``, on RGB.
-- :class:`DepthColorAugment`: BTS's ``augment_image`` (gamma, brightness, per-channel colour).
+- :class:`DepthColorAugment`: BTS's ``augment_image`` / the toolbox's ``ColorAug`` (gamma, brightness, colour).
+- :class:`FixedCrop`: the toolbox's ``NYUCrop`` (a fixed box, before the random steps).
 
 Images are ``[H, W, 3]`` uint8 and are resized bilinearly; masks (``[H, W]`` uint8 labels, or ``[H, W]``
 float32 depth passed as a mask target) are resized with ``cv2.INTER_NEAREST_EXACT`` -- nearest neighbour
@@ -210,11 +211,21 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
         return ("brightness_delta", "contrast_range", "saturation_range", "hue_delta")
 
 
-class DepthColorAugment(A.ImageOnlyTransform):
-    """BTS's colour augmentation for depth training, on an ``[H, W, 3]`` uint8 image.
+COLOUR_SCALES = ("unit", "pixel")
 
-    On the image scaled to [0, 1]: ``x ** gamma``, ``gamma ~ U(0.9, 1.1)``; ``* U(0.75, 1.25)`` brightness;
-    ``* U(0.9, 1.1)`` per channel; clip to [0, 1].
+
+class DepthColorAugment(A.ImageOnlyTransform):
+    """The depth recipes' colour augmentation, on an ``[H, W, 3]`` uint8 image.
+
+    ``x ** gamma``, ``gamma ~ U(0.9, 1.1)``; ``* U(0.75, 1.25)`` brightness; ``* U(0.9, 1.1)`` per channel;
+    clip; drawn in that order (gamma, brightness, three colours), as the references draw them.
+
+    ``scale="unit"`` (BTS ``augment_image``): on ``x / 255`` in [0, 1], clipped to [0, 1].
+    ``scale="pixel"``: on the 0-255 values themselves, clipped to [0, 255], as DINOv2's NYU configs
+    run it (Monocular-Depth-Estimation-Toolbox ``depth/datasets/pipelines/transforms.py``, ``ColorAug``:
+    ``image_aug = image**gamma`` on the loaded 0-255 image, ``np.clip(image_aug, 0, 255)``) and DINOv3
+    (``dinov3/eval/depth/transforms.py:65-69``); 128 becomes 128 ** 1.1 = 207 at gamma 1.1. Both
+    round back to uint8 (the references keep floats; the difference is at most 0.5 of a grey level).
     """
 
     def __init__(
@@ -223,10 +234,14 @@ class DepthColorAugment(A.ImageOnlyTransform):
         brightness_range: tuple[float, float] = (0.75, 1.25),
         colour_range: tuple[float, float] = (0.9, 1.1),
         p: float = 0.5,
+        scale: str = "unit",
     ) -> None:
         super().__init__(p=p)
+        if scale not in COLOUR_SCALES:
+            raise RequestError(f"DepthColorAugment: scale={scale!r}; expected one of {', '.join(COLOUR_SCALES)}")
         self.gamma_range, self.brightness_range = tuple(gamma_range), tuple(brightness_range)
         self.colour_range = tuple(colour_range)
+        self.scale = scale
 
     def get_params(self) -> dict[str, Any]:
         rng = self.random_generator
@@ -236,8 +251,42 @@ class DepthColorAugment(A.ImageOnlyTransform):
         }
 
     def apply(self, img: np.ndarray, gamma: float, gain: np.ndarray, **params: Any) -> np.ndarray:
+        if self.scale == "pixel":
+            augmented = img.astype(np.float64) ** gamma * gain
+            return np.round(np.clip(augmented, 0.0, 255.0)).astype(np.uint8)
         scaled = (img.astype(np.float32) / 255.0) ** gamma * gain.astype(np.float32)
         return np.round(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("gamma_range", "brightness_range", "colour_range")
+        return ("gamma_range", "brightness_range", "colour_range", "scale")
+
+
+class FixedCrop(A.DualTransform):
+    """Keep rows ``top:bottom`` and columns ``left:right`` of the image and its targets (no randomness).
+
+    NYUv2's ``(45, 472, 43, 608)`` is the toolbox's ``NYUCrop`` (``results["img"][45:472, 43:608, :]``),
+    which DINOv2's NYU configs run first and DINOv3 runs as ``fixed_crop: 'NYU'``. An image smaller
+    than ``bottom`` x ``right`` raises :class:`RequestError`.
+    """
+
+    def __init__(self, top: int, bottom: int, left: int, right: int, p: float = 1.0) -> None:
+        super().__init__(p=p)
+        self.top, self.bottom, self.left, self.right = int(top), int(bottom), int(left), int(right)
+
+    def _cut(self, array: np.ndarray) -> np.ndarray:
+        height, width = array.shape[:2]
+        if height < self.bottom or width < self.right:
+            raise RequestError(
+                f"fixed crop rows {self.top}:{self.bottom}, columns {self.left}:{self.right} needs an image of at "
+                f"least {self.bottom}x{self.right}; got {height}x{width}"
+            )
+        return np.ascontiguousarray(array[self.top : self.bottom, self.left : self.right])
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        return self._cut(img)
+
+    def apply_to_mask(self, mask: np.ndarray, **params: Any) -> np.ndarray:
+        return self._cut(mask)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("top", "bottom", "left", "right")

@@ -14,8 +14,10 @@ Segmentation (ADE20K, mmsegmentation / DINOv2 recipe)::
 
 Depth (NYUv2, BTS / DINOv2 recipe)::
 
-    train: rotate U(-2.5, 2.5) degrees (1/2; fill image 0, depth 0 = invalid) -> 416x544 crop (padded
-           with 0 when the image is smaller) -> horizontal flip (1/2) -> BTS colour augmentation (1/2)
+    train: [fixed crop rows 45:472, cols 43:608 (NYUCrop)] -> rotate U(-2.5, 2.5) degrees (1/2; fill image 0,
+           depth 0 = invalid) -> horizontal flip (1/2) -> 416x544 crop (padded with 0 when the image is
+           smaller) -> colour augmentation (1/2; gamma on [0, 1] as BTS or on 0-255 as the toolbox)
+           -- the order of DINOv2's NYU ``train_pipeline``.
     eval:  none
 """
 
@@ -30,6 +32,7 @@ import cv2
 from siglip2_dense.data.augmentations import (
     CatMaxRandomCrop,
     DepthColorAugment,
+    FixedCrop,
     PhotoMetricDistortion,
     RandomShortSideResize,
     ShortSideResize,
@@ -109,9 +112,17 @@ def build_depth_train_transform(
     flip_prob: float = 0.5,
     colour_prob: float = 0.5,
     seed: int | None = None,
+    colour_scale: str = "unit",
+    fixed_crop: tuple[int, int, int, int] | None = None,
 ) -> ItemTransform:
-    """BTS / DINOv2's NYUv2 train pipeline; every item comes out ``crop_size`` (image and depth)."""
+    """BTS / DINOv2's NYUv2 train pipeline; every item comes out ``crop_size`` (image and depth).
+
+    ``fixed_crop``: ``(top, bottom, left, right)`` kept first (NYUv2: ``(45, 472, 43, 608)``);
+    ``colour_scale``: ``"unit"`` or ``"pixel"`` (:class:`DepthColorAugment`).
+    """
     steps: list[A.BasicTransform] = []
+    if fixed_crop is not None:
+        steps.append(FixedCrop(*fixed_crop))
     if rotate_degrees > 0:
         steps.append(
             A.Rotate(
@@ -124,10 +135,12 @@ def build_depth_train_transform(
                 p=0.5,
             )
         )
+    # DINOv2's NYU train_pipeline order: RandomRotate, RandomFlip, RandomCrop, ColorAug
+    # (Jiawei-Yang/Denoising-ViT evaluation/configs/vitb_nyu_linear_config.py:10-20, a copy of the official config)
     steps += [
-        A.RandomCrop(*crop_size, pad_if_needed=True, pad_position="top_left", fill=0, fill_mask=0),
         A.HorizontalFlip(p=flip_prob),
-        DepthColorAugment(p=colour_prob),
+        A.RandomCrop(*crop_size, pad_if_needed=True, pad_position="top_left", fill=0, fill_mask=0),
+        DepthColorAugment(p=colour_prob, scale=colour_scale),
     ]
     return PairedTransform(steps, seed=seed)
 

@@ -56,12 +56,15 @@ def check_model_folder(path: Path) -> None:
 
 
 def load_model_for_evaluation(
-    path: str | Path, device: str | torch.device | None = None, head: int | None = None
+    path: str | Path, device: str | torch.device | None = None, head: int | None = None,
+    dtype: torch.dtype | None = None,
 ) -> DenseModel:
     """The model in ``path`` (see the module docstring), in eval mode on ``device``.
 
     Args:
         head: step checkpoints only: which head of the grid (default: the run's best, or the only one).
+        dtype: the backbone's weight dtype (the evaluation config's ``model.dtype`` / ``train.precision:
+            fp32``); None: as loaded (bf16 on CUDA, float32 on CPU). The head stays float32.
 
     Raises:
         MissingFileError: ``path`` holds neither kind of model.
@@ -73,8 +76,12 @@ def load_model_for_evaluation(
     if (path / CONFIG_FILE).is_file():
         if head is not None:
             raise RequestError(f"head={head}: {path} is a DenseModel directory with one head; leave head out")
-        return DenseModel.from_pretrained(path, device=device)
-    return _step_checkpoint_model(path, device, head)
+        model = DenseModel.from_pretrained(path, device=device)
+    else:
+        model = _step_checkpoint_model(path, device, head)
+    if dtype is not None:
+        model.backbone.to(dtype)
+    return model
 
 
 def _step_config(path: Path):  # -> ExperimentConfig

@@ -16,12 +16,18 @@ import torch
 from siglip2_dense.backbone.features import DenseBackbone
 from siglip2_dense.config import ExperimentConfig
 from siglip2_dense.errors import ConfigError
-from siglip2_dense.evaluation.grid_to_pixels import outputs_to_pixels, tensor_to_images
+from siglip2_dense.evaluation.grid_to_pixels import heads_output_scale, outputs_to_pixels, tensor_to_images
 from siglip2_dense.head_grid import HeadGrid
 from siglip2_dense.inference import predict_native, predict_tta, predict_whole, slide_window
 
 PredictFn = Callable[[torch.Tensor], torch.Tensor]
 
+
+
+def eval_patch_budget(config: ExperimentConfig) -> int | None:
+    """The NaFlex patch budget of validation and evaluation: ``model.eval_max_num_patches`` or ``max_num_patches``."""
+    model = config.model
+    return model.eval_max_num_patches if model.eval_max_num_patches is not None else model.max_num_patches
 
 def check_eval_config(config: ExperimentConfig, backbone: DenseBackbone) -> None:
     """Reject eval settings the backbone cannot honour, naming the keys."""
@@ -41,7 +47,8 @@ def window_predictor(grid: HeadGrid, max_num_patches: int | None) -> PredictFn:
         inputs = backbone.preprocess(tensor_to_images(image), **kwargs)
         outputs = grid(**inputs)
         return outputs_to_pixels(
-            outputs, inputs["spatial_shapes"], tuple(image.shape[-2:]), backbone.patch_size, backbone.is_naflex
+            outputs, inputs["spatial_shapes"], tuple(image.shape[-2:]), backbone.patch_size, backbone.is_naflex,
+            heads_output_scale(grid.heads),
         )
 
     return predict
@@ -58,8 +65,11 @@ def predict_image(grid: HeadGrid, image: np.ndarray, config: ExperimentConfig, d
     """One ``[H, W, 3]`` uint8 image -> ``[G*K, H, W]``: logits (probabilities with TTA) or depth."""
     eval_config = config.eval
     if eval_config.mode == "native":
-        return predict_native(grid, grid.backbone.preprocess, [image], max_num_patches=config.model.max_num_patches)[0].float()
-    window = window_predictor(grid, config.model.max_num_patches)
+        if heads_output_scale(grid.heads) != 1:
+            raise ConfigError("eval.mode=native crops each image's patch grid; a head predicting finer than the "
+                              "grid (output_scale > 1) needs eval.mode=whole or slide")
+        return predict_native(grid, grid.backbone.preprocess, [image], max_num_patches=eval_patch_budget(config))[0].float()
+    window = window_predictor(grid, eval_patch_budget(config))
     crop, stride = tuple(eval_config.crop_size), tuple(eval_config.stride)
 
     def once(view: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from siglip2_dense.build import (
+    backbone_dtype,
     build_dataset,
     build_eval_transform,
     build_evaluator,
@@ -44,6 +45,7 @@ from siglip2_dense.errors import RequestError
 from siglip2_dense.evaluation.checkpoint import checkpoint_backbone, load_model_for_evaluation
 from siglip2_dense.evaluation.loop import PixelPredictor, evaluate_images, from_scores
 from siglip2_dense.evaluation.pictures import EvaluationPictures
+from siglip2_dense.evaluation.protocols import eval_patch_budget
 from siglip2_dense.evaluation.report import format_table, metrics_record, write_metrics_files
 from siglip2_dense.evaluation.zero_shot import (
     build_zero_shot_predictor,
@@ -118,7 +120,7 @@ def dense_model_predictor(
     if config.task == "segmentation" and config.eval.mode == "slide" and not uses_tta(config):
         def predict_labels(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
             return slide_window_labels(model, image, size, config.eval.crop_size, config.eval.stride,
-                                       config.model.max_num_patches, num_classes=num_classes)
+                                       eval_patch_budget(config), num_classes=num_classes)
 
         return predict_labels
     grid = HeadGrid(model.backbone, [model.head], [list(range(len(model.backbone.layers)))]).eval()
@@ -129,11 +131,19 @@ def dense_model_predictor(
     return from_scores(scores, config.task, num_classes)
 
 
+def parameter_dtype(module: torch.nn.Module) -> str:
+    """The dtype of ``module``'s first floating-point parameter, as ``"float32"`` / ``"bfloat16"``."""
+    for parameter in module.parameters():
+        if parameter.is_floating_point():
+            return str(parameter.dtype).removeprefix("torch.")
+    return "none"
+
+
 def eval_section(config: ExperimentConfig) -> dict[str, Any]:
     """The protocol, for ``metrics.json``."""
     section = {"mode": config.eval.mode, "crop_size": list(config.eval.crop_size), "stride": list(config.eval.stride),
                "flip": config.eval.flip, "scales": list(config.eval.scales),
-               "max_num_patches": config.model.max_num_patches}
+               "max_num_patches": eval_patch_budget(config)}
     if config.task == "depth":
         section["depth_crop"] = config.eval.depth_crop
     return section
@@ -208,11 +218,12 @@ def _run(
                          "variant": config.head.args.get("variant", "plain")}
         sections["labels"] = labels
     else:
-        model = load_model_for_evaluation(checkpoint, device, head)
+        model = load_model_for_evaluation(checkpoint, device, head, dtype=backbone_dtype(config, device))
         evaluator = build_evaluator(config, ignore_index)
         predict = dense_model_predictor(model, config, device, getattr(evaluator, "num_classes", None))
         model_section = {"kind": "dense", "checkpoint": str(checkpoint), "backbone": model.backbone.name_or_path,
-                         "head": head_name(model.head)}
+                         "head": head_name(model.head), "dtype": parameter_dtype(model.backbone),
+                         "precision": config.train.precision}
     if segmentation:
         sections["class_names"] = names_for_table(class_names, evaluator.num_classes)
     pictures = None

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from siglip2_dense.evaluation.grid_to_pixels import outputs_to_pixels, tensor_to_images
+from siglip2_dense.evaluation.grid_to_pixels import heads_output_scale, outputs_to_pixels, tensor_to_images
 from siglip2_dense.evaluation.loop import check_output_channels
 from siglip2_dense.inference import slide_window_boxes, window_coverage
 
@@ -101,7 +101,8 @@ def slide_window_labels(
         summed = torch.zeros(1, stop - start, height, width, device=device)
         for outputs, shapes, (y1, y2, x1, x2) in windows:
             summed[:, :, y1:y2, x1:x2] += outputs_to_pixels(
-                outputs[:, start:stop], shapes, (y2 - y1, x2 - x1), backbone.patch_size, backbone.is_naflex
+                outputs[:, start:stop], shapes, (y2 - y1, x2 - x1), backbone.patch_size, backbone.is_naflex,
+                heads_output_scale([model.head]),
             )
         scores = summed.div_(coverage)[0]
         if tuple(scores.shape[-2:]) != size:

@@ -65,7 +65,7 @@ from siglip2_dense.distributed import (
     raise_if_lost_process,
 )
 from siglip2_dense.errors import ConfigError
-from siglip2_dense.evaluation.grid_to_pixels import outputs_to_pixels
+from siglip2_dense.evaluation.grid_to_pixels import heads_output_scale, outputs_to_pixels
 from siglip2_dense.evaluation.protocols import check_eval_config
 from siglip2_dense.head_grid import HeadGrid
 from siglip2_dense.losses import depth_loss
@@ -175,7 +175,8 @@ def _train(config: ExperimentConfig, context: ProcessContext) -> dict[str, Any]:
         recover_best_model(out)
         save_config(config, out / "config.yaml")
         log.write({"event": "start", "name": config.name, "step": start_step, "world_size": context.world_size,
-                   "resumed_from": str(resume_from) if resume_from else None, "heads": describe_entries(entries)})
+                   "resumed_from": str(resume_from) if resume_from else None, "heads": describe_entries(entries),
+                   "protocol": config.protocol, "deviations": sorted(config.deviations)})
         caveats = accumulation_caveats(grid, config.task) if tc.grad_accum_steps > 1 else []
         if caveats:
             logger.warning("train.grad_accum_steps=%d is not exactly one step with the whole batch: %s",
@@ -203,7 +204,7 @@ def _train(config: ExperimentConfig, context: ProcessContext) -> dict[str, Any]:
                     with autocast():
                         outputs = forward_to_pixels(model, grid, batch, config, device, features[index])
                     losses = head_losses(grid.split(outputs), batch["target"].to(device), config, normaliser,
-                                         context)
+                                         context, step)
                     losses.sum().backward()
                 step_loss += losses.detach().double().cpu()
         finally:
@@ -354,15 +355,20 @@ def forward_to_pixels(
         inputs = preprocess_images(backbone, batch, config)
         outputs = model(**inputs)
         grid_sizes = inputs["spatial_shapes"]
-    return outputs_to_pixels(outputs, grid_sizes, crop, backbone.patch_size, backbone.is_naflex)
+    return outputs_to_pixels(outputs, grid_sizes, crop, backbone.patch_size, backbone.is_naflex,
+                             heads_output_scale(grid.heads))
 
 
 def head_losses(
     outputs: list[torch.Tensor], target: torch.Tensor, config: ExperimentConfig, normaliser: float,
-    context: ProcessContext,
+    context: ProcessContext, step: int = 0,
 ) -> torch.Tensor:
     """``[G]`` losses of one micro-batch, scaled so that DDP's gradient average and accumulation sum
-    give the gradient of the global-batch loss."""
+    give the gradient of the global-batch loss. ``step`` (0-based) drives a depth loss's warm-up
+    (DINOv2's SigLoss: mean term only while ``step < loss_args.warm_up_iterations``)."""
+    depth_args = dict(config.train.loss_args)
+    if depth_args.get("form") == "dinov2":
+        depth_args["step"] = step
     losses = []
     for head_outputs in outputs:
         if config.task == "segmentation":
@@ -371,7 +377,7 @@ def head_losses(
             losses.append(summed / normaliser * context.world_size)
         else:
             loss = depth_loss(head_outputs.float(), target.float(), config.data.min_depth, config.data.max_depth,
-                              **config.train.loss_args)
+                              **depth_args)
             losses.append(loss / config.train.grad_accum_steps)
     return torch.stack(losses)
 

@@ -1,0 +1,65 @@
+"""Every shipped experiment config declares the reference protocol it follows and differs from it only
+where it says so (``deviations``), with a reason; the checker itself is tested on a known difference."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from siglip2_dense.config import load_config
+from siglip2_dense.config_protocols import (
+    NO_KNOB,
+    effective_values,
+    load_protocol,
+    naflex_pixels,
+    protocol_differences,
+    protocol_problems,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PROTOCOLS = ROOT / "configs" / "protocols"
+EXPERIMENTS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if not p.name.startswith("synthetic_"))
+
+
+def test_every_protocol_file_loads_and_names_itself():
+    names = sorted(p.stem for p in PROTOCOLS.glob("*.yaml"))
+    assert names == ["dinov2_ade20k_linear", "dinov2_nyu_dpt", "dinov2_nyu_linear", "dinov3_ade20k_linear",
+                     "dinov3_nyu_linear"]
+    for name in names:
+        protocol = load_protocol(name, PROTOCOLS)
+        assert protocol.values and protocol.expected and protocol.reference
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_shipped_config_follows_its_protocol_except_where_listed(path):
+    config = load_config(path)
+    assert config.protocol is not None, f"{path.name} declares no protocol"
+    assert protocol_problems(config, PROTOCOLS) == []
+
+
+def test_a_difference_not_listed_is_reported_and_a_stale_deviation_too():
+    config = load_config(ROOT / "configs" / "ade20k_linear_dinov2-b14.yaml")
+    changed = dataclasses.replace(config, train=dataclasses.replace(config.train, lr=2e-3))
+    problems = protocol_problems(changed, PROTOCOLS)
+    assert any(p.startswith("train.lr: config 0.002, protocol 0.001") for p in problems)
+    stale = dataclasses.replace(config, deviations={**config.deviations, "train.iterations": "made up"})
+    assert any("deviations.train.iterations: listed" in p for p in protocol_problems(stale, PROTOCOLS))
+
+
+def test_head_defaults_and_missing_knobs_count_as_values():
+    config = load_config(ROOT / "configs" / "ade20k_linear_dinov2-b14.yaml")
+    values = effective_values(config)
+    assert values["head.args.use_pooled"] is False  # the LinearHead default, not written in the YAML
+    differences = protocol_differences(config, load_protocol("dinov2_ade20k_linear", PROTOCOLS))
+    assert differences["train.reported_checkpoint"] == (NO_KNOB, "final")
+
+
+def test_naflex_pixels_reproduce_the_audit_figures():
+    # protocol-audit.md #5: budget 1024 rescales 416x544 crops to 448x576 and 480x640 test images to 432x576;
+    # 884 and 1200 patches keep both at native scale
+    assert naflex_pixels((416, 544), 16, 1024) == [448, 576]
+    assert naflex_pixels((480, 640), 16, 1024) == [432, 576]
+    assert naflex_pixels((416, 544), 16, 884) == [416, 544]
+    assert naflex_pixels((480, 640), 16, 1200) == [480, 640]
