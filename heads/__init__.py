@@ -8,7 +8,8 @@ its constructor arguments in ``head.config``, so ``DenseModel`` can save and reb
 One vocabulary, as mmsegmentation's decode heads: a segmentation head takes ``num_classes``
 (``linear``; ``dpt`` with ``task="segmentation"``), a depth head takes its depth range
 (``min_depth``, ``max_depth``, ``num_bins``, ``bin_spacing``: ``bins``; ``dpt`` with
-``task="depth"``). A keyword a head does not take, or a missing required one, raises
+``task="depth"``), a normals head takes neither (3 unit components, ``uncertainty`` adds a fourth:
+``linear_normals``, ``dpt_normals``). A keyword a head does not take, or a missing required one, raises
 :class:`~siglip2_dense.errors.RequestError` naming the head and its keywords.
 """
 
@@ -24,6 +25,7 @@ from siglip2_dense.errors import RequestError
 from .depth import BinsDepthHead
 from .dpt import DPTHead
 from .linear import LinearHead
+from .normals import DPTNormalsHead, LinearNormalsHead
 from .openvocab import OpenVocabHead
 
 HEADS: dict[str, type[nn.Module]] = {
@@ -31,11 +33,13 @@ HEADS: dict[str, type[nn.Module]] = {
     "bins": BinsDepthHead,
     "dpt": DPTHead,
     "openvocab": OpenVocabHead,  # built from the tower's own MAP head: nothing to train (zero-shot)
+    "linear_normals": LinearNormalsHead,  # surface normals: 3 unit components (+ a concentration logit)
+    "dpt_normals": DPTNormalsHead,
 }
 # keywords of earlier versions, named in the error so a user knows what to write instead
 RENAMED_KEYWORDS = {"num_outputs": "renamed num_classes; a depth head takes no class count"}
 
-__all__ = ["HEADS", "BinsDepthHead", "DPTHead", "LinearHead", "OpenVocabHead", "build_head", "head_keywords",
+__all__ = ["HEADS", "BinsDepthHead", "DPTHead", "DPTNormalsHead", "LinearHead", "LinearNormalsHead", "OpenVocabHead", "build_head", "head_keywords",
            "head_name", "learns_from_labels", "upgrade_saved_head_config"]
 
 

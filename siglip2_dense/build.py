@@ -7,7 +7,7 @@ Public and reusable (``tools/train.py``, ``tools/eval.py``, notebooks):
   (training, and evaluation of a step checkpoint, build it here and nowhere else);
 - :func:`build_dataset` (one split, any transform), :func:`build_datasets` -> (train, val) with the
   configured train and eval transforms, :func:`build_train_transform`, :func:`build_eval_transform`;
-- :func:`build_evaluator` -> ``SegmentationEvaluator`` or ``DepthEvaluator``.
+- :func:`build_evaluator` -> ``SegmentationEvaluator``, ``DepthEvaluator`` or ``NormalsEvaluator``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from siglip2_dense.evaluation.loop import TARGET_KEYS
 from siglip2_dense.head_grid import HeadGrid, layer_positions
 
 ItemTransform = Callable[[dict[str, Any]], dict[str, Any]]
+# the targets each configurable data set yields (data.dataset -> item keys)
+DATASET_TARGETS = {"ade20k": ("mask",), "folder": ("mask",), "nyu": ("depth",), "normals_folder": ("normals", "depth")}
 
 
 def resolve_training_device(device: str) -> torch.device:
@@ -124,8 +126,10 @@ def num_classes(config: ExperimentConfig) -> int:
 
 
 def build_train_transform(config: ExperimentConfig) -> ItemTransform:
-    """The random training transform of ``config.task`` (mmsegmentation ADE20K / BTS NYUv2 recipes)."""
+    """The random training transform of ``config.task`` (mmsegmentation ADE20K / BTS NYUv2 recipes; normals:
+    the depth recipe with the vectors turned by flips and rotations)."""
     from siglip2_dense.data import build_depth_train_transform, build_segmentation_train_transform
+    from siglip2_dense.data.normals_transforms import build_normals_train_transform
 
     data = config.data
     crop = (int(data.crop_size[0]), int(data.crop_size[1]))
@@ -138,6 +142,10 @@ def build_train_transform(config: ExperimentConfig) -> ItemTransform:
             flip_prob=data.flip_prob,
             photometric=data.photometric,
         )
+    if config.task == "normals":
+        return build_normals_train_transform(
+            crop_size=crop, rotate_degrees=data.rotate_degrees, flip_prob=data.flip_prob, colour_prob=data.colour_prob
+        )
     return build_depth_train_transform(
         crop_size=crop, rotate_degrees=data.rotate_degrees, flip_prob=data.flip_prob, colour_prob=data.colour_prob,
         colour_scale=data.colour_scale,
@@ -146,7 +154,7 @@ def build_train_transform(config: ExperimentConfig) -> ItemTransform:
 
 
 def build_eval_transform(config: ExperimentConfig) -> ItemTransform:
-    """Segmentation: the image resized to short side ``data.short_side`` (label untouched); depth: none."""
+    """Segmentation: the image resized to short side ``data.short_side`` (label untouched); depth, normals: none."""
     from siglip2_dense.data import build_depth_eval_transform, build_segmentation_eval_transform
 
     if config.task == "segmentation":
@@ -156,21 +164,29 @@ def build_eval_transform(config: ExperimentConfig) -> ItemTransform:
 
 def build_dataset(config: ExperimentConfig, split: str, transform: ItemTransform | None = None) -> Dataset:
     """One split of ``config.data.dataset`` under ``config.data.root``, with ``transform`` (or none)."""
-    from siglip2_dense.data import ADE20KDataset, FolderSegmentationDataset, NYUv2Dataset
+    from siglip2_dense.data import (
+        ADE20KDataset,
+        FolderNormalsDataset,
+        FolderSegmentationDataset,
+        NYUv2Dataset,
+    )
 
     data = config.data
     if data.dataset == "ade20k":
         dataset = ADE20KDataset(data.root, split=split, transform=transform)
     elif data.dataset == "nyu":
         dataset = NYUv2Dataset(data.root, split=split, layout=data.nyu_layout, transform=transform)
+    elif data.dataset == "normals_folder":
+        dataset = FolderNormalsDataset(data.root, split=split, transform=transform)
     else:
         root = Path(data.root)
         dataset = FolderSegmentationDataset(
             root / split / "images", root / split / "masks", root / "class_names.txt", transform=transform
         )
     target = TARGET_KEYS[config.task]
-    if data.dataset == "nyu" and target == "mask" or data.dataset != "nyu" and target == "depth":
-        raise ConfigError(f"task={config.task!r} needs {target} targets; data.dataset={data.dataset!r} has none")
+    if target not in DATASET_TARGETS[data.dataset]:
+        raise ConfigError(f"task={config.task!r} needs {target} targets; data.dataset={data.dataset!r} has none "
+                          f"(it has {', '.join(DATASET_TARGETS[data.dataset])})")
     return dataset
 
 
@@ -187,11 +203,13 @@ def ignore_index_of(dataset: Dataset) -> int:
 
 
 def build_evaluator(config: ExperimentConfig, ignore_index: int = 255) -> Any:
-    """``SegmentationEvaluator(num_classes, ignore_index)`` or ``DepthEvaluator(min, max, crop)``."""
-    from siglip2_dense.evaluation import DepthEvaluator, SegmentationEvaluator
+    """``SegmentationEvaluator(num_classes, ignore_index)``, ``DepthEvaluator(min, max, crop)`` or ``NormalsEvaluator()``."""
+    from siglip2_dense.evaluation import DepthEvaluator, NormalsEvaluator, SegmentationEvaluator
 
     if config.task == "segmentation":
         return SegmentationEvaluator(num_classes=num_classes(config), ignore_index=ignore_index)
+    if config.task == "normals":
+        return NormalsEvaluator()
     return DepthEvaluator(
         min_depth=config.data.min_depth, max_depth=config.data.max_depth, crop=config.eval.depth_crop
     )

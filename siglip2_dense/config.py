@@ -2,7 +2,7 @@
 
 An experiment is one :class:`ExperimentConfig` with five sections::
 
-    name, task                  what the run is called, "segmentation" or "depth"
+    name, task                  what the run is called, "segmentation", "depth" or "normals"
     model:  ModelConfig         the backbone (checkpoint, taps, what is tuned, patch budget)
     head:   HeadConfig          the head's registered name and constructor arguments
     data:   DataConfig          the data set, its splits and the training augmentation
@@ -30,8 +30,8 @@ from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBas
 from siglip2_dense.errors import ConfigError, MissingFileError
 from siglip2_dense.files import write_text_atomic
 
-TASKS = ("segmentation", "depth")
-DATASETS = ("ade20k", "nyu", "folder")
+TASKS = ("segmentation", "depth", "normals")
+DATASETS = ("ade20k", "nyu", "folder", "normals_folder")
 SCHEDULES = ("poly", "cosine")
 PRECISIONS = ("auto", "bf16", "fp32")
 EVAL_MODES = ("whole", "slide", "native")
@@ -85,7 +85,8 @@ class DataConfig:
 
     dataset: str = "ade20k"
     """``ade20k`` (root = ADEChallengeData2016), ``nyu`` (BTS or .mat layout), ``folder``
-    (root/<split>/images, root/<split>/masks, root/class_names.txt)."""
+    (root/<split>/images, root/<split>/masks, root/class_names.txt), ``normals_folder``
+    (root/<split>/{images,normals[,depth]}, :class:`~siglip2_dense.data.FolderNormalsDataset`)."""
     root: str = MISSING
     """The data set folder."""
     train_split: str = "training"
@@ -109,9 +110,9 @@ class DataConfig:
     photometric: bool = True
     """Segmentation: mmsegmentation's PhotoMetricDistortion."""
     rotate_degrees: float = 2.5
-    """Depth: random rotation range (+-degrees, applied with probability 1/2)."""
+    """Depth and normals: random rotation range (+-degrees, applied with probability 1/2; normals turn with it)."""
     colour_prob: float = 0.5
-    """Depth: probability of BTS's colour augmentation."""
+    """Depth and normals: probability of BTS's colour augmentation."""
     colour_scale: str = "unit"
     """Depth: the values the colour augmentation's gamma sees: ``unit`` (BTS: x / 255 in [0, 1]) or
     ``pixel`` (DINOv2's toolbox ``ColorAug`` and DINOv3: 0-255 values, clipped at 255)."""

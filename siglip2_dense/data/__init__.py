@@ -2,7 +2,7 @@
 
 Every data set yields dicts ``{"image": [H, W, 3] uint8 RGB, <target>, "path": str}`` where the target
 is ``"mask"`` ([H, W] uint8 class indices, 255 = ignore) and/or ``"depth"`` ([H, W] float32 metres,
-0 = invalid); each takes an optional ``transform`` (an ``item -> item`` callable, see the builders).
+0 = invalid) and/or ``"normals"`` ([H, W, 3] float32 surface normals, zero = missing); each takes an optional ``transform`` (an ``item -> item`` callable, see the builders).
 """
 
 import os
@@ -26,6 +26,7 @@ from siglip2_dense.data.coco_object import COCOObjectDataset
 from siglip2_dense.data.coco_stuff import COCOStuffDataset
 from siglip2_dense.data.collate import collate_as_lists, collate_padded
 from siglip2_dense.data.folder import FolderSegmentationDataset
+from siglip2_dense.data.normals_folder import FolderNormalsDataset
 from siglip2_dense.data.nyu import NYUv2Dataset
 from siglip2_dense.data.pascal_context import PascalContext59Dataset, PascalContextDataset
 from siglip2_dense.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASS_NAMES
@@ -47,6 +48,7 @@ __all__ = [
     "CityscapesDataset",
     "COCOObjectInstancesDataset",
     "COCOStuffDataset",
+    "FolderNormalsDataset",
     "FolderSegmentationDataset",
     "NYUv2Dataset",
     "PascalContext59Dataset",

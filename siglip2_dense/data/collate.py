@@ -9,6 +9,7 @@ Two choices, both for ``torch.utils.data.DataLoader(collate_fn=...)``:
       "image":       uint8   [B, 3, Hmax, Wmax]   pad 0
       "mask":        int64   [B, Hm, Wm]          pad ignore_index (255)   (when items have "mask")
       "depth":       float32 [B, Hd, Wd]          pad 0 (= invalid)         (when items have "depth")
+      "normals":     float32 [B, Hn, Wn, 3]       pad 0 (= missing)         (when items have "normals")
       "image_size":  int64   [B, 2]               (height, width) of each image before padding
       "target_size": int64   [B, 2]               (height, width) of each mask / depth before padding
       any other key: list, one value per item ("path", "caption", ...)
@@ -44,7 +45,8 @@ def collate_padded(batch: Sequence[dict[str, Any]], ignore_index: int = 255) -> 
         "image": _pad_stack(images, 0, torch.uint8).permute(0, 3, 1, 2).contiguous(),
         "image_size": torch.tensor([image.shape[:2] for image in images], dtype=torch.long),
     }
-    for key, pad, dtype in (("mask", ignore_index, torch.long), ("depth", 0.0, torch.float32)):
+    for key, pad, dtype in (("mask", ignore_index, torch.long), ("depth", 0.0, torch.float32),
+                             ("normals", 0.0, torch.float32)):
         if key in batch[0]:
             targets = [np.asarray(item[key]) for item in batch]
             out[key] = _pad_stack(targets, pad, dtype)

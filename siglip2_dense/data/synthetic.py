@@ -9,6 +9,10 @@ to near so the nearer one wins where they overlap. Depth is z-depth in metres: t
 floor is ``focal * camera_height / (row + 0.5 - horizon)``, a shape is its constant ``Z`` (a cut-out
 facing the camera, so it is never farther than the floor or wall behind it).
 
+Surface normals are exact, from the same geometry, in the camera frame (x right, y down, z forward),
+unit length and facing the camera: the wall and every shape ``(0, 0, -1)``, the floor ``(0, -1, 0)``
+(:data:`WALL_NORMAL`, :data:`FLOOR_NORMAL`); every pixel has one.
+
 Class scheme (:data:`CLASS_NAMES`, 17 classes): 0 = ``"background"`` (wall and floor), then one class
 per (colour, shape) pair, ``1 + colour_index * 4 + shape_index`` with colours red, green, blue, yellow
 and shapes circle, square, triangle, star: 1 = "red circle", 2 = "red square", ..., 16 = "yellow star".
@@ -36,6 +40,8 @@ SHAPES = ("circle", "square", "triangle", "star")
 CLASS_NAMES = ("background", *(f"{colour} {shape}" for colour in COLOURS for shape in SHAPES))
 NUM_CLASSES = len(CLASS_NAMES)
 COLOUR_HUES_DEGREES = {"red": 0.0, "green": 120.0, "blue": 225.0, "yellow": 55.0}
+WALL_NORMAL = (0.0, 0.0, -1.0)  # the wall and the upright cut-outs face the camera
+FLOOR_NORMAL = (0.0, -1.0, 0.0)  # the floor faces up: -y in a y-down camera frame
 NUMBER_WORDS = ("no", "a", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
@@ -55,6 +61,7 @@ class SyntheticScene:
         caption: what is visible, e.g. ``"two red circles and a blue square"``.
         labels_present: the sorted distinct values of ``mask`` (background included when visible).
         focal: the camera's focal length in pixels (principal point at the image centre).
+        normals: ``[H, W, 3]`` float32 unit surface normals in the camera frame (x right, y down, z forward).
     """
 
     image: np.ndarray
@@ -63,6 +70,7 @@ class SyntheticScene:
     caption: str
     labels_present: tuple[int, ...]
     focal: float
+    normals: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -105,7 +113,14 @@ def make_scene(seed: int | Sequence[int], height: int = 64, width: int = 64) -> 
     image = _light_and_noise(rng, image)
     caption = _caption(mask, instances)
     labels = tuple(int(v) for v in np.unique(mask))
-    return SyntheticScene(image, mask, depth, caption, labels, focal=camera.focal)
+    normals = scene_normals(floor & (instances == 0))
+    return SyntheticScene(image, mask, depth, caption, labels, focal=camera.focal, normals=normals)
+
+
+def scene_normals(visible_floor: np.ndarray) -> np.ndarray:
+    """``[H, W]`` bool (where the floor is seen) -> ``[H, W, 3]`` float32: the floor's normal there, the wall's
+    (which the cut-outs share) elsewhere."""
+    return np.where(visible_floor[..., None], np.float32(FLOOR_NORMAL), np.float32(WALL_NORMAL)).astype(np.float32)
 
 
 def _room_depth(camera: _Camera, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -283,7 +298,8 @@ class SyntheticDataset(Dataset):
     """``num`` synthetic scenes rendered on demand (deterministic from ``seed`` and the index).
 
     Items: ``{"image": [H, W, 3] uint8, "mask": [H, W] uint8, "depth": [H, W] float32 metres,
-    "caption": str, "path": "synthetic://<seed>/<index>"}``.
+    "caption": str, "path": "synthetic://<seed>/<index>"}``, plus ``"normals": [H, W, 3]`` float32 with
+    ``normals=True``.
     """
 
     class_names: tuple[str, ...] = CLASS_NAMES
@@ -294,10 +310,12 @@ class SyntheticDataset(Dataset):
         seed: int = 0,
         size: tuple[int, int] = (64, 64),
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        normals: bool = False,
     ) -> None:
         if num < 1:
             raise RequestError(f"num={num}: a synthetic data set needs at least one scene")
         self.num, self.seed, self.size, self.transform = num, seed, tuple(size), transform
+        self.normals = bool(normals)
 
     def __len__(self) -> int:
         return self.num
@@ -313,6 +331,8 @@ class SyntheticDataset(Dataset):
             "caption": scene.caption,
             "path": f"synthetic://{self.seed}/{index}",
         }
+        if self.normals:
+            item["normals"] = scene.normals
         return self.transform(item) if self.transform is not None else item
 
 

@@ -17,6 +17,9 @@ the training split, so ``num >= 2`` gives both (:mod:`~siglip2_dense.data.scene_
   ``trainNdxs`` / ``testNdxs`` column vectors; MATLAB v5 via scipy when installed, else HDF5).
 - ``folder``: ``images/<i:05d>.png``, ``masks/<i:05d>.png`` (synthetic class), ``class_names.txt``,
   for :class:`~siglip2_dense.data.folder.FolderSegmentationDataset` (all scenes, no split).
+- ``normals-folder``: ``{train,test}/images/<i:05d>.png``, ``normals/<i:05d>.png`` (the scene's exact normals,
+  RGB-encoded, :mod:`~siglip2_dense.data.normals_png`) and ``depth/<i:05d>.png`` (uint16 mm), for
+  :class:`~siglip2_dense.data.normals_folder.FolderNormalsDataset`.
 - ``voc``, ``context``: ``VOCdevkit/VOC2012`` / ``VOCdevkit/VOC2010`` (:mod:`~siglip2_dense.data.write_pascal`).
 - ``cocostuff``, ``cocoobject``: ``coco_stuff164k`` with raw and converted label maps, COCO-Object's
   ``_instanceTrainIds`` PNGs and ``instances_<split>.json`` (:mod:`~siglip2_dense.data.write_coco`).
@@ -36,6 +39,7 @@ import h5py
 import numpy as np
 
 from siglip2_dense.data.image_io import write_png, write_rgb
+from siglip2_dense.data.normals_png import write_normals_png
 from siglip2_dense.data.nyu import BTS_DATA_DIRS, BTS_LIST_FILES, LABELED_MAT_FILE, SPLITS_MAT_FILE
 from siglip2_dense.data.scene_splits import Size, is_evaluation_scene, iter_scenes
 from siglip2_dense.data.synthetic import CLASS_NAMES
@@ -45,7 +49,7 @@ from siglip2_dense.data.write_pascal import write_context, write_voc
 from siglip2_dense.errors import RequestError
 from siglip2_dense.files import atomic_output, write_bytes_atomic
 
-FORMATS = ("ade20k", "nyu-bts", "nyu-mat", "folder", "voc", "context", "cocostuff", "cocoobject", "cityscapes")
+FORMATS = ("ade20k", "nyu-bts", "nyu-mat", "folder", "normals-folder", "voc", "context", "cocostuff", "cocoobject", "cityscapes")
 
 
 def write_ade20k(
@@ -125,6 +129,19 @@ def write_folder(
     return root
 
 
+def write_normals_folder(
+    out: str | os.PathLike, num: int, seed: int = 0, size: Size | Sequence[Size] = (64, 64)
+) -> Path:
+    """Write ``num`` scenes as ``out/{train,test}/{images,normals,depth}/<i:05d>.png``; return ``out``."""
+    root = Path(out)
+    for index, scene in iter_scenes(num, seed, size):
+        folder = root / ("test" if is_evaluation_scene(index) else "train")
+        write_rgb(folder / "images" / f"{index:05d}.png", scene.image)
+        write_normals_png(folder / "normals" / f"{index:05d}.png", scene.normals)
+        write_png(folder / "depth" / f"{index:05d}.png", depth_to_millimetres(scene.depth))
+    return root
+
+
 def depth_to_millimetres(depth: np.ndarray) -> np.ndarray:
     """``[H, W]`` float metres -> ``[H, W]`` uint16 millimetres, rounded (0 stays 0 = invalid)."""
     return np.clip(np.round(depth * 1000.0), 0, np.iinfo(np.uint16).max).astype(np.uint16)
@@ -136,6 +153,7 @@ def _write_class_names(path: Path) -> None:
 
 WRITERS = {
     "ade20k": write_ade20k, "nyu-bts": write_nyu_bts, "nyu-mat": write_nyu_mat, "folder": write_folder,
+    "normals-folder": write_normals_folder,
     "voc": write_voc, "context": write_context, "cocostuff": write_cocostuff, "cocoobject": write_cocoobject,
     "cityscapes": write_cityscapes,
 }  # fmt: skip

@@ -3,7 +3,8 @@
 Per image (a batch of one, as mmsegmentation tests): ``predict(image, size)`` gives the prediction
 at the ground truth's size -- for a scores function (``image -> [K, h, w]`` at the image's size,
 after the eval transform) :func:`from_scores` resizes the scores bilinearly (``align_corners=False``)
-to the ground truth and takes the argmax (segmentation) or channel 0 (depth) -- then
+to the ground truth and takes the argmax (segmentation), channel 0 (depth) or the first three channels,
+L2-normalised per pixel (normals) -- then
 ``evaluator.update`` and an optional per-image callback (pictures). Process ``r`` of ``N`` takes
 images ``r, r + N, ...``; the evaluators' sum states are reduced across processes by torchmetrics
 in ``compute()``, so N processes give the numbers of one.
@@ -30,13 +31,13 @@ ScoresFunction = Callable[[np.ndarray], torch.Tensor]
 """``[h, w, 3]`` uint8 image -> ``[K, h, w]`` scores at its size (logits or probabilities; depth: K = 1)."""
 
 PixelPredictor = Callable[[np.ndarray, tuple[int, int]], Any]
-"""``([h, w, 3]`` uint8 image, ground-truth size ``(H, W))`` -> ``[H, W]``: long labels or float32 metres
-(a list of them, one per evaluator, when the loop is given a list of evaluators)."""
+"""``([h, w, 3]`` uint8 image, ground-truth size ``(H, W))`` -> ``[H, W]``: long labels or float32 metres, or
+``[H, W, 3]`` unit normals (a list of them, one per evaluator, when the loop is given a list of evaluators)."""
 
 ImageCallback = Callable[[int, dict[str, Any], torch.Tensor], Any]
 """``(data-set index, item, prediction [H, W] at the target's size: long labels or float metres)``."""
 
-TARGET_KEYS = {"segmentation": "mask", "depth": "depth"}
+TARGET_KEYS = {"segmentation": "mask", "depth": "depth", "normals": "normals"}
 
 
 def shard(length: int, rank: int, world_size: int) -> range:
@@ -45,14 +46,18 @@ def shard(length: int, rank: int, world_size: int) -> range:
 
 
 def scores_to_prediction(scores: torch.Tensor, size: tuple[int, int], task: str) -> torch.Tensor:
-    """``[K, h, w]`` scores -> ``[H, W]`` prediction at ``size``: argmax labels (long) or depth (float32).
+    """``[K, h, w]`` scores -> the prediction at ``size``: argmax labels ``[H, W]`` (long), depth ``[H, W]``
+    (float32) or normals ``[H, W, 3]`` (channels 0-2, unit length per pixel; a 4th, the concentration, dropped).
 
-    The scores are resized bilinearly first (mmsegmentation resizes logits, then takes the argmax).
+    The scores are resized bilinearly first (mmsegmentation resizes logits, then takes the argmax; Probe3D
+    resizes its normal outputs, then compares directions).
     """
     if tuple(scores.shape[-2:]) != tuple(size):
         scores = F.interpolate(scores[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0]
     if task == "segmentation":
         return scores.argmax(dim=0)
+    if task == "normals":
+        return F.normalize(scores[:3].float(), dim=0, eps=1e-12).permute(1, 2, 0)
     return scores[0].float()
 
 
@@ -61,6 +66,9 @@ def check_output_channels(scores: torch.Tensor, task: str, num_classes: int | No
     channels = int(scores.shape[0])
     if task == "depth" and channels != 1:
         raise ConfigError(f"task=depth needs a one-channel depth output; the model gives {channels} channels")
+    if task == "normals" and channels not in (3, 4):
+        raise ConfigError(f"task=normals needs 3 normal channels (+ 1 concentration); the model gives {channels} "
+                          "channels: use a normals head (linear_normals, dpt_normals)")
     if task == "segmentation" and num_classes is not None and channels != num_classes:
         raise ConfigError(
             f"the model predicts {channels} classes but the evaluation counts {num_classes} "
@@ -69,7 +77,7 @@ def check_output_channels(scores: torch.Tensor, task: str, num_classes: int | No
 
 
 def update_evaluator(evaluator: Any, prediction: torch.Tensor, target: torch.Tensor, task: str) -> None:
-    """Add one image: ``prediction [H, W]`` (labels or metres) against ``target [H, W]``."""
+    """Add one image: ``prediction [H, W]`` (labels or metres) or ``[H, W, 3]`` (normals) against the target."""
     if task == "segmentation":
         evaluator.update(prediction[None], target[None].long())
     else:
@@ -108,11 +116,11 @@ def evaluate_images(
 
     Args:
         predict: see :data:`PixelPredictor` (:func:`from_scores` makes one from a scores function).
-        dataset: items ``{"image", "mask" | "depth", "path"}`` with the eval transform applied.
+        dataset: items ``{"image", "mask" | "depth" | "normals", "path"}`` with the eval transform applied.
         evaluator: a ``SegmentationEvaluator`` / ``DepthEvaluator`` (reset here, moved to ``device``),
             or a list of them (``predict`` then returns one prediction per evaluator, and so does
             this function: a list of ``compute()`` dicts).
-        task: ``segmentation`` or ``depth``.
+        task: ``segmentation``, ``depth`` or ``normals``.
         on_image: called after each image's update, see :data:`ImageCallback` (the first prediction).
         autocast: a context factory around ``predict`` (bf16 on GPUs); None: none.
         progress: show a tqdm bar (this process's images).
@@ -130,7 +138,7 @@ def evaluate_images(
             item = dataset[index]
             target = torch.as_tensor(np.asarray(item[target_key])).to(device)
             with autocast() if autocast is not None else nullcontext():
-                predicted = predict(item["image"], tuple(target.shape))
+                predicted = predict(item["image"], tuple(target.shape[:2]))
             predictions = [p.to(device) for p in (predicted if several else [predicted])]
             for each, prediction in zip(evaluators, predictions, strict=True):
                 update_evaluator(each, prediction, target, task)

@@ -36,6 +36,9 @@ def check_eval_config(config: ExperimentConfig, backbone: DenseBackbone) -> None
         raise ConfigError("eval.mode='native' needs a NaFlex backbone; use 'whole' or 'slide' for FixRes / timm")
     if config.eval.mode == "native" and uses_tta:
         raise ConfigError("eval.flip / eval.scales (test-time augmentation) need eval.mode 'whole' or 'slide'")
+    if config.task == "normals" and config.eval.flip:
+        raise ConfigError("eval.flip with task=normals: averaging a mirrored view needs its normals' x negated, "
+                          "which the flip TTA does not do; set eval.flip=false (eval.scales works)")
 
 
 def window_predictor(grid: HeadGrid, max_num_patches: int | None) -> PredictFn:

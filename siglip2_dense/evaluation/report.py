@@ -5,7 +5,7 @@
     {
       "format": "siglip2-dense/eval-metrics", "format_version": 1,
       "name": str,                        the experiment's name
-      "task": "segmentation" | "depth",
+      "task": "segmentation" | "depth" | "normals",
       "model": {"kind": "dense", "checkpoint": str, "backbone": str, "head": str}
              | {"kind": "open_vocab", "checkpoint": str, "templates": ..., "variant": str},
       "data": {"dataset": str, "root": str, "split": str, "num_images": int},
@@ -36,6 +36,7 @@ FORMAT_VERSION = 1
 METRICS_JSON = "metrics.json"
 METRICS_TEXT = "metrics.txt"
 DEPTH_COLUMNS = ("d1", "d2", "d3", "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog")
+NORMALS_COLUMNS = ("mean", "median", "rmse", "within_11.25", "within_22.5", "within_30")
 
 
 def json_safe(value: Any) -> Any:
@@ -79,6 +80,19 @@ def depth_table(record: dict[str, Any]) -> str:
     return f"{header}\n{row}\nimages evaluated: {metrics['num_images']} (skipped, no valid pixel: {metrics['skipped']})"
 
 
+def normals_table(record: dict[str, Any]) -> str:
+    """Angular errors (degrees) and % within the thresholds, per image averaged (Probe3D) and pixel-pooled."""
+    metrics = record["metrics"]
+    lines = [f"{'':>9}  " + "  ".join(f"{name:>12}" for name in NORMALS_COLUMNS)]
+    for label, prefix in (("per image", ""), ("pixels", "pixel_")):
+        lines.append(f"{label:>9}  " + "  ".join(_number(metrics[prefix + name], 12, 3) for name in NORMALS_COLUMNS))
+    lines.append(f"images evaluated: {metrics['num_images']} (skipped, no valid pixel: {metrics['skipped']})")
+    return "\n".join(lines)
+
+
+TABLES = {"segmentation": segmentation_table, "depth": depth_table, "normals": normals_table}
+
+
 def format_table(record: dict[str, Any]) -> str:
     """``metrics.txt``: a title line (experiment, split, model, protocol), then the task's table."""
     data, evaluation, model = record["data"], record["eval"], record["model"]
@@ -89,7 +103,7 @@ def format_table(record: dict[str, Any]) -> str:
         protocol += f", flip={evaluation['flip']} scales={evaluation['scales']}"
     title = (f"{record['name']}: {data['dataset']} {data['split']} ({data['num_images']} images), "
              f"{model['kind']} model {model['checkpoint']}, {protocol}")
-    table = segmentation_table(record) if record["task"] == "segmentation" else depth_table(record)
+    table = TABLES[record["task"]](record)
     return f"{title}\n{table}\n"
 
 

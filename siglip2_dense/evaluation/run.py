@@ -227,6 +227,8 @@ def _run(
     if segmentation:
         sections["class_names"] = names_for_table(class_names, evaluator.num_classes)
     pictures = None
+    if show_dir is not None and config.task == "normals":
+        raise RequestError("--show-dir draws segmentation and depth pictures; normals have none yet: leave it out")
     if show_dir is not None:
         palette = dataset_palette(dataset, config.data.root, evaluator.num_classes) if segmentation else None
         pictures = EvaluationPictures(show_dir, config.task, palette, ignore_index, config.data.min_depth,

@@ -83,7 +83,7 @@ def accumulation_caveats(grid: HeadGrid, task: str) -> list[str]:
             "into the backbone is taken within each micro-batch (and each micro-batch's features are computed "
             "twice, once for the statistics)"
         )
-    if task == "depth":
-        caveats.append("depth losses pool over the batch: each micro-batch's loss is computed on its own and "
+    if task in ("depth", "normals"):
+        caveats.append(f"{task} losses pool over the batch: each micro-batch's loss is computed on its own and "
                        "the losses are averaged")
     return caveats

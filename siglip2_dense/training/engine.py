@@ -26,6 +26,7 @@ checkpoints, and shows a progress bar.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -66,9 +67,11 @@ from siglip2_dense.distributed import (
 )
 from siglip2_dense.errors import ConfigError
 from siglip2_dense.evaluation.grid_to_pixels import heads_output_scale, outputs_to_pixels
+from siglip2_dense.evaluation.loop import TARGET_KEYS
 from siglip2_dense.evaluation.protocols import check_eval_config
 from siglip2_dense.head_grid import HeadGrid
 from siglip2_dense.losses import depth_loss
+from siglip2_dense.losses.normals import normals_loss
 from siglip2_dense.training.accumulation import (
     accumulation_caveats,
     collect_step_statistics,
@@ -141,7 +144,7 @@ def _train(config: ExperimentConfig, context: ProcessContext) -> dict[str, Any]:
         train_items = build_feature_cache(backbone, views, config, context, cache_root, autocast, per_process)
         collate: Callable = collate_cached
     else:
-        train_items, collate = views, collate_views
+        train_items, collate = views, functools.partial(collate_views, target_key=TARGET_KEYS[config.task])
 
     # --- optimisation ----------------------------------------------------------------------------
     optimizer = build_optimizer([HeadGroup(list(h.named_parameters()), lr) for h, (lr, _) in zip(heads, entries)],
@@ -265,11 +268,11 @@ def describe_entries(entries: list[tuple[float, list[int] | None]]) -> list[dict
     return [{"lr": lr, "layers": layers} for lr, layers in entries]
 
 
-def collate_views(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Training crops (all ``crop_size``) -> ``{"images": B [H, W, 3] uint8 tensors, "target": [B, H, W]}``."""
+def collate_views(items: list[dict[str, Any]], target_key: str) -> dict[str, Any]:
+    """Training crops (all ``crop_size``) -> ``{"images": B [H, W, 3] uint8 tensors, "target": [B, H, W(, 3)]}``,
+    the target being the task's (``TARGET_KEYS``: an item may carry several, e.g. normals and depth)."""
     batch = collate_padded(items)
-    target = batch["mask"] if "mask" in batch else batch["depth"]
-    return {"images": list(batch["image"].permute(0, 2, 3, 1)), "target": target}
+    return {"images": list(batch["image"].permute(0, 2, 3, 1)), "target": batch[target_key]}
 
 
 def resume_checkpoint(resume: str, out: Path) -> Path | None:
@@ -375,6 +378,9 @@ def head_losses(
             summed = torch.nn.functional.cross_entropy(head_outputs.float(), target.long(), ignore_index=IGNORE_INDEX,
                                                        reduction="sum")
             losses.append(summed / normaliser * context.world_size)
+        elif config.task == "normals":
+            loss = normals_loss(head_outputs.float(), target.float(), **config.train.loss_args)
+            losses.append(loss / config.train.grad_accum_steps)
         else:
             loss = depth_loss(head_outputs.float(), target.float(), config.data.min_depth, config.data.max_depth,
                               **depth_args)

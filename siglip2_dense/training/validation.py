@@ -55,4 +55,6 @@ def evaluate(
 
 def main_metric(task: str) -> tuple[str, bool]:
     """``(metric name, higher is better)`` that picks the best head and checkpoint."""
+    if task == "normals":
+        return ("rmse", False)  # Probe3D's / TIPS's angular RMSE in degrees
     return ("mIoU", True) if task == "segmentation" else ("abs_rel", False)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from siglip2_dense.dinov2_depth_loss import dinov2_depth_loss, dinov2_sigloss, reference_gradient_loss
 from siglip2_dense.losses import depth_loss
+from siglip2_dense.losses.dinov2_depth import dinov2_depth_loss, dinov2_sigloss, reference_gradient_loss
 
 
 class ReferenceSigLoss:

@@ -17,7 +17,7 @@ BTS uses ``variance_focus = 0.85, scale = 10``; ``variance_focus = 1`` gives the
 scale-invariant loss, ``0`` the RMSE of log depth.
 
 DINOv2's NYU configs (``form="dinov2"``) use a different loss, transcribed in
-:mod:`siglip2_dense.dinov2_depth_loss`: ``loss_weight (1.0) * sqrt(Var_unbiased(g) + 0.15 mean(g)^2)``
+:mod:`siglip2_dense.losses.dinov2_depth`: ``loss_weight (1.0) * sqrt(Var_unbiased(g) + 0.15 mean(g)^2)``
 on ``g = log(pred + 1e-3) - log(gt + 1e-3)`` over ``gt > 0``, mean term only for the first 100
 iterations, plus ``0.5 x`` a GradientLoss whose slicing runs over the batch and channel axes.
 
@@ -168,7 +168,7 @@ def depth_loss(
     ``form="bts"``: ``silog_loss + gradient_weight * gradient_matching_loss`` (the second only when
     the weight is not 0); ``step``, ``warm_up_iterations`` and ``images_per_group`` must stay unset.
 
-    ``form="dinov2"``: :func:`siglip2_dense.dinov2_depth_loss.dinov2_depth_loss` with
+    ``form="dinov2"``: :func:`siglip2_dense.losses.dinov2_depth.dinov2_depth_loss` with
     ``loss_weight=scale``, ``gradient_weight``, the mean-only warm-up while ``step <
     warm_up_iterations`` and the batch cut into groups of ``images_per_group`` (DINOv2's images
     per GPU, 2: each GPU's loss on its own images, the groups' losses averaged as DDP averages
@@ -179,7 +179,7 @@ def depth_loss(
     if form not in DEPTH_LOSS_FORMS:
         raise RequestError(f"depth_loss: form={form!r}; expected one of {', '.join(DEPTH_LOSS_FORMS)}")
     if form == "dinov2":
-        from siglip2_dense.dinov2_depth_loss import dinov2_depth_loss
+        from siglip2_dense.losses.dinov2_depth import dinov2_depth_loss
 
         return dinov2_depth_loss(prediction, target, loss_weight=scale, gradient_weight=gradient_weight,
                                  warm_up=step < warm_up_iterations, images_per_group=images_per_group)

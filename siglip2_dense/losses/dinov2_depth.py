@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from siglip2_dense.errors import RequestError
-from siglip2_dense.losses import resize_to
+from siglip2_dense.losses.dense import resize_to
 
 LOG_EPS = 1e-3  # sigloss.py / gradientloss.py: self.eps = 0.001  # avoid grad explode
 MEAN_WEIGHT = 0.15  # sigloss.py: 0.15 * torch.pow(torch.mean(g), 2)
