@@ -38,6 +38,6 @@ def run(args: argparse.Namespace) -> int:
     backbone = load_backbone(args.model, layers=[args.layer], norm=True, device=args.device)
     picture = feature_pca_picture(backbone, image, max_num_patches=args.max_num_patches)
     write_rgb(out, picture)
-    print(f"{args.image} ({image.shape[0]}x{image.shape[1]}) -> {out}")
+    print(f"{args.image} ({image.shape[0]}x{image.shape[1]}, HxW) -> {out}")
     return 0
 
