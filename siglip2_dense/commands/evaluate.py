@@ -18,7 +18,7 @@ Several processes (the images are split; the metrics equal one process's; rank 0
     torchrun --nproc_per_node 8 tools/eval.py --config ... --checkpoint ...
 
 Writes metrics.json and metrics.txt (also printed) into --out (default <checkpoint>/eval_<split>,
-or runs/<name>/eval_<split> zero-shot); --show-dir adds image | prediction | ground truth PNGs.
+or runs/<name>/eval_<split> zero-shot); --show-dir adds image | ground truth | prediction PNGs (titled with the file and its mIoU or abs_rel, with a legend or a colour bar in metres).
 Overrides are dotted key=value pairs, as for tools/train.py (eval.mode=native, train.device=cuda).
 """
 
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--open-vocab", metavar="MODEL",
                        help="evaluate this full SigLIP / SigLIP2 checkpoint (hub id or folder) zero-shot")
     parser.add_argument("--out", help="metrics folder (default <checkpoint>/eval_<split>)")
-    parser.add_argument("--show-dir", help="write image | prediction | ground truth pictures here")
+    parser.add_argument("--show-dir", help="write image | ground truth | prediction pictures here")
     parser.add_argument("--head", type=int, default=None, help="step checkpoints of a head grid: which head")
     parser.add_argument("--colour-map", choices=("viridis", "turbo"), default="viridis", help="depth pictures")
     parser.add_argument("--text-cache-dir", default=None,
