@@ -78,7 +78,7 @@ class DataConfig:
 
     dataset: str = "ade20k"
     """``ade20k`` (root = ADEChallengeData2016), ``nyu`` (BTS or .mat layout), ``folder``
-    (root/<split>/images, root/<split>/masks, root/class_names.txt)."""
+    (root/class_names.txt and root/<split>/{images,masks}, or root/{images,masks} + root/<split>.txt)."""
     root: str = MISSING
     """The data set folder."""
     train_split: str = "training"
