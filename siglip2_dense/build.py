@@ -13,7 +13,6 @@ Public and reusable (``tools/train.py``, ``tools/eval.py``, notebooks):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -164,12 +163,8 @@ def build_eval_transform(config: ExperimentConfig) -> ItemTransform:
 
 def build_dataset(config: ExperimentConfig, split: str, transform: ItemTransform | None = None) -> Dataset:
     """One split of ``config.data.dataset`` under ``config.data.root``, with ``transform`` (or none)."""
-    from siglip2_dense.data import (
-        ADE20KDataset,
-        FolderNormalsDataset,
-        FolderSegmentationDataset,
-        NYUv2Dataset,
-    )
+    from siglip2_dense.data import ADE20KDataset, FolderNormalsDataset, NYUv2Dataset
+    from siglip2_dense.data.folder import open_folder_split
 
     data = config.data
     if data.dataset == "ade20k":
@@ -179,10 +174,7 @@ def build_dataset(config: ExperimentConfig, split: str, transform: ItemTransform
     elif data.dataset == "normals_folder":
         dataset = FolderNormalsDataset(data.root, split=split, transform=transform)
     else:
-        root = Path(data.root)
-        dataset = FolderSegmentationDataset(
-            root / split / "images", root / split / "masks", root / "class_names.txt", transform=transform
-        )
+        dataset = open_folder_split(data.root, split, transform)
     target = TARGET_KEYS[config.task]
     if target not in DATASET_TARGETS[data.dataset]:
         raise ConfigError(f"task={config.task!r} needs {target} targets; data.dataset={data.dataset!r} has none "

@@ -85,7 +85,7 @@ class DataConfig:
 
     dataset: str = "ade20k"
     """``ade20k`` (root = ADEChallengeData2016), ``nyu`` (BTS or .mat layout), ``folder``
-    (root/<split>/images, root/<split>/masks, root/class_names.txt), ``normals_folder``
+    (root/class_names.txt and root/<split>/{images,masks}, or root/{images,masks} + root/<split>.txt), ``normals_folder``
     (root/<split>/{images,normals[,depth]}, :class:`~siglip2_dense.data.FolderNormalsDataset`)."""
     root: str = MISSING
     """The data set folder."""

@@ -7,7 +7,12 @@
     class_names_file                                       (one name per line; line k names class k)
 
 An image and its mask are matched by file stem. Mask values must be class indices (0..K-1) or
-``ignore_index``.
+``ignore_index``. A data set with splits (what ``data.dataset: folder`` reads, :func:`open_folder_split`)
+is one root in either of two layouts::
+
+    root/class_names.txt                     root/class_names.txt
+    root/training/{images,masks}/            root/{images,masks}/
+    root/validation/{images,masks}/          root/training.txt, root/validation.txt  (stems, one a line)
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class FolderSegmentationDataset(Dataset):
         class_names_file: text file, one class name per line.
         ignore_index: the label value that means "no label" (kept as is, never a class).
         transform: optional callable applied to each item dict.
+        stems: only these images (file stems, e.g. from a split file); None: every image in ``images_dir``.
 
     Items: ``{"image": [H, W, 3] uint8 RGB, "mask": [H, W] uint8, "path": str}`` (the image path).
     """
@@ -57,6 +63,7 @@ class FolderSegmentationDataset(Dataset):
         class_names_file: str | os.PathLike,
         ignore_index: int = 255,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        stems: list[str] | None = None,
     ) -> None:
         self.class_names = read_class_names(class_names_file)
         if not 0 <= ignore_index <= 255:
@@ -71,6 +78,13 @@ class FolderSegmentationDataset(Dataset):
         self.ignore_index = ignore_index
         self.transform = transform
         self.pairs = _match_by_stem(Path(images_dir), Path(masks_dir))
+        if stems is not None:
+            by_stem = {image.stem: (image, mask) for image, mask in self.pairs}
+            unknown = [stem for stem in stems if stem not in by_stem]
+            if unknown:
+                raise MissingFileError(f"no image named {unknown[0]!r} in {images_dir} ({len(unknown)} listed stems "
+                                       f"have no image); expected an image file <stem>.<suffix> for each")
+            self.pairs = [by_stem[stem] for stem in stems]
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -111,3 +125,28 @@ def _match_by_stem(images_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]
             raise MissingFileError(f"image {image_path} has no mask: expected {mask_path}")
         pairs.append((image_path, mask_path))
     return pairs
+
+
+def open_folder_split(
+    root: str | os.PathLike, split: str, transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+) -> FolderSegmentationDataset:
+    """Split ``split`` of a folder data set in either layout of the module docstring.
+
+    Raises:
+        MissingFileError: ``root`` has neither ``<split>/images`` nor ``images`` + ``<split>.txt``.
+    """
+    root = Path(root)
+    names = root / "class_names.txt"
+    if (root / split / "images").is_dir():
+        return FolderSegmentationDataset(root / split / "images", root / split / "masks", names, transform=transform)
+    split_file = root / f"{split}.txt"
+    if (root / "images").is_dir() and split_file.is_file():
+        stems = [line.strip() for line in read_text_file(split_file, "split file").splitlines() if line.strip()]
+        if not stems:
+            raise DataError(f"split file {split_file} is empty; expected one image stem per line")
+        return FolderSegmentationDataset(root / "images", root / "masks", names, transform=transform, stems=stems)
+    raise MissingFileError(
+        f"folder data set {root} has no split {split!r}: expected {root / split}/images and {root / split}/masks, "
+        f"or {root}/images, {root}/masks and the list {split_file} (one image stem per line); see the README's "
+        "'Train on your own data'"
+    )

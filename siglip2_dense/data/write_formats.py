@@ -15,8 +15,9 @@ the training split, so ``num >= 2`` gives both (:mod:`~siglip2_dense.data.scene_
 - ``nyu-mat``: ``nyu_depth_v2_labeled.mat`` (HDF5: ``images [N, 3, W, H]`` uint8, ``depths [N, W, H]``
   float32 metres, ``labels [N, W, H]`` uint16 = synthetic class) and ``splits.mat`` (1-based
   ``trainNdxs`` / ``testNdxs`` column vectors; MATLAB v5 via scipy when installed, else HDF5).
-- ``folder``: ``images/<i:05d>.png``, ``masks/<i:05d>.png`` (synthetic class), ``class_names.txt``,
-  for :class:`~siglip2_dense.data.folder.FolderSegmentationDataset` (all scenes, no split).
+- ``folder``: ``images/<i:05d>.png``, ``masks/<i:05d>.png`` (synthetic class), ``class_names.txt`` and the
+  split files ``training.txt`` / ``validation.txt`` (stems), for :class:`~siglip2_dense.data.folder.
+  FolderSegmentationDataset` (all scenes) and ``data.dataset: folder`` (:func:`~siglip2_dense.data.folder.open_folder_split`).
 - ``normals-folder``: ``{train,test}/images/<i:05d>.png``, ``normals/<i:05d>.png`` (the scene's exact normals,
   RGB-encoded, :mod:`~siglip2_dense.data.normals_png`) and ``depth/<i:05d>.png`` (uint16 mm), for
   :class:`~siglip2_dense.data.normals_folder.FolderNormalsDataset`.
@@ -120,12 +121,17 @@ def write_splits_mat(path: str | os.PathLike, train: np.ndarray, test: np.ndarra
 def write_folder(
     out: str | os.PathLike, num: int, seed: int = 0, size: Size | Sequence[Size] = (64, 64)
 ) -> Path:
-    """Write ``num`` scenes as ``out/{images,masks}/<i:05d>.png`` and ``out/class_names.txt``; return ``out``."""
+    """Write ``num`` scenes as ``out/{images,masks}/<i:05d>.png``, ``out/class_names.txt`` and the split files
+    ``out/{training,validation}.txt``; return ``out``."""
     root = Path(out)
+    splits: dict[str, list[str]] = {"training": [], "validation": []}
     for index, scene in iter_scenes(num, seed, size):
         write_rgb(root / "images" / f"{index:05d}.png", scene.image)
         write_png(root / "masks" / f"{index:05d}.png", scene.mask)
+        splits["validation" if is_evaluation_scene(index) else "training"].append(f"{index:05d}")
     _write_class_names(root / "class_names.txt")
+    for split, stems in splits.items():
+        write_bytes_atomic(root / f"{split}.txt", ("\n".join(stems) + "\n").encode())
     return root
 
 

@@ -47,7 +47,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -63,41 +63,11 @@ from siglip2_dense.demo.data import (
 from siglip2_dense.demo.losses import class_balanced_weights, pairwise_sigmoid_loss, patch_loss, presence_loss
 from siglip2_dense.demo.model import DEMO_ARCHITECTURE, build_demo_model
 from siglip2_dense.demo.prompts import prompt_ids, prompt_presence, prompt_targets, tokenize
+from siglip2_dense.demo.recipe import DemoRecipe
 from siglip2_dense.demo.tokenizer import build_tokenizer, save_tokenizer
 from siglip2_dense.files import replace_directory, write_json
 from siglip2_dense.heads.openvocab import OpenVocabHead
 from siglip2_dense.training.optim import build_scheduler, split_by_decay
-
-
-@dataclass
-class DemoRecipe:
-    """Everything that decides the trained weights (with the code)."""
-
-    seed: int = 0
-    steps: int = 3000
-    pool_size: int = 16384
-    scene_size: int = 128
-    patch_size: int = 8
-    vision_layers: int = 4
-    batch_size: int = 96
-    full_res_batch_size: int = 32
-    full_res_every: int = 6
-    captions_per_step: int = 32
-    lr: float = 2e-3
-    scalar_lr_multiplier: float = 10.0
-    warmup_steps: int = 200
-    weight_decay: float = 1e-4
-    grad_clip: float = 1.0
-    caption_weight: float = 1.0
-    prompt_weight: float = 1.0
-    presence_weight: float = 1.0
-    patch_weight: float = 2.0
-    patch_balance_power: float = 0.5
-    single_template_share: float = 0.5
-
-    @property
-    def max_num_patches(self) -> int:
-        return (self.scene_size // self.patch_size) ** 2
 
 
 def sample_batch(pool: ScenePool, caption_ids: torch.Tensor, full_res: bool, size: int, patch_size: int,

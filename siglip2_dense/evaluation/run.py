@@ -232,7 +232,7 @@ def _run(
     if show_dir is not None:
         palette = dataset_palette(dataset, config.data.root, evaluator.num_classes) if segmentation else None
         pictures = EvaluationPictures(show_dir, config.task, palette, ignore_index, config.data.min_depth,
-                                      config.data.max_depth, colour_map)
+                                      config.data.max_depth, colour_map, sections.get("class_names"))
     metrics = evaluate_images(
         predict, dataset, evaluator, config.task, device, context.rank, context.world_size, on_image=pictures,
         autocast=autocast_factory(config.train.precision, device), progress=progress and context.is_main,

@@ -4,36 +4,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from siglip2_dense.files import atomic_output, write_text_atomic
+from siglip2_dense.openvocab.label_colours import label_colours
+from siglip2_dense.picture_text import beside, legend_panel, row_height
 
 __all__ = ["OpenVocabResult", "label_colours"]
 
-_LEGEND_ROWS = 24
 _BACKGROUND_COLOUR = (0, 0, 0)
-
-
-def label_colours(count: int) -> np.ndarray:
-    """``[count, 3]`` uint8 colours: ADE20K's palette for the first 150, golden-ratio hues after."""
-    palette = json.loads(
-        resources.files("siglip2_dense").joinpath("assets", "ade20k_150.json").read_text(encoding="utf-8")
-    )["palette"]
-    colours = [tuple(palette[k]) if k < len(palette) else _hue_colour(k) for k in range(count)]
-    return np.asarray(colours, dtype=np.uint8).reshape(count, 3)
-
-
-def _hue_colour(index: int) -> tuple[int, int, int]:
-    import colorsys
-
-    red, green, blue = colorsys.hsv_to_rgb((index * 0.618033988749895) % 1.0, 0.65, 0.95)
-    return int(red * 255), int(green * 255), int(blue * 255)
 
 
 @dataclass
@@ -122,22 +106,34 @@ class OpenVocabResult:
         }
 
     # --- pictures -------------------------------------------------------------------------------
+    def colours(self) -> np.ndarray:
+        """``[K + 1, 3]`` uint8: each label's colour (a label naming a colour gets it, see
+        :mod:`~siglip2_dense.openvocab.label_colours`), then black for the background index."""
+        return np.concatenate([label_colours(self.labels), np.zeros((1, 3), np.uint8)])
+
     def colour_map(self) -> np.ndarray:
         """``(H, W, 3)`` uint8: each pixel in its label's colour, background black."""
-        colours = np.concatenate([label_colours(len(self.labels)), np.zeros((1, 3), np.uint8)])
-        return colours[self.label_map.cpu().numpy()]
+        return self.colours()[self.label_map.cpu().numpy()]
 
     def label_map_image(self) -> Image.Image:
-        """The label map as a PNG-ready image: mode ``L`` for up to 256 indices, else ``I;16``."""
+        """The label map as a PNG-ready image whose pixel values are the label indices.
+
+        Up to 256 indices (labels + background): a palette image (mode ``P``), so viewers show the
+        overlay's colours while ``np.asarray(Image.open(path))`` still gives the indices; more: ``I;16``.
+        """
         label_map = self.label_map.cpu().numpy()
-        if len(self.labels) + 1 <= 256:
-            return Image.fromarray(label_map.astype(np.uint8), mode="L")
-        return Image.fromarray(label_map.astype(np.uint16), mode="I;16")
+        if len(self.labels) + 1 > 256:
+            return Image.fromarray(label_map.astype(np.uint16), mode="I;16")
+        image = Image.fromarray(label_map.astype(np.uint8), mode="L").convert("P")
+        image.putpalette(self.colours().reshape(-1).tolist())
+        return image
 
     def overlay(self, alpha: float = 0.5, image: np.ndarray | None = None) -> Image.Image:
         """The image tinted by label colours (background untinted) with a legend panel on the right.
 
-        The legend lists the labels present, largest share first, with their share of the image.
+        The legend lists every label asked for, largest share first, with its share of the image
+        ("0.0% not found" for labels no pixel got) and the background when thresholding assigned one;
+        its text is sized to the image's height (:mod:`siglip2_dense.picture_text`).
         """
         base = self.image if image is None else image
         if base is None:
@@ -148,21 +144,23 @@ class OpenVocabResult:
         foreground = label_map < len(self.labels)
         tinted[foreground] = (1 - alpha) * tinted[foreground] + alpha * self.colour_map()[foreground]
         picture = Image.fromarray(np.clip(tinted + 0.5, 0, 255).astype(np.uint8))
-        return _with_legend(picture, self._legend_entries())
+        return beside(picture, legend_panel(self.legend_entries(), row_height(picture.height)))
 
-    def _legend_entries(self) -> list[tuple[str, tuple[int, int, int], float]]:
-        colours = label_colours(len(self.labels))
+    def legend_entries(self) -> list[tuple[str, tuple[int, int, int]]]:
+        """``(text, colour)`` per legend row: every label, largest share first, then the background."""
+        colours = self.colours()
         shares = list(self.shares().values())
         names = self.names()
         entries = []
-        for k in sorted(range(len(shares)), key=lambda i: -shares[i]):
-            if shares[k] > 0:
-                colour = _BACKGROUND_COLOUR if k == len(self.labels) else tuple(int(c) for c in colours[k])
-                entries.append((names[k], colour, shares[k]))
+        for k in sorted(range(len(self.labels)), key=lambda i: -shares[i]):
+            found = f"{100 * shares[k]:.1f}%" if shares[k] > 0 else "0.0% not found"
+            entries.append((f"{names[k]}  {found}", tuple(int(c) for c in colours[k])))
+        if self.background_index is not None:
+            entries.append((f"{names[-1]}  {100 * shares[-1]:.1f}%", _BACKGROUND_COLOUR))
         return entries
 
     def save(self, directory: str | Path, stem: str = "segmentation", file_name: str = "") -> dict[str, Path]:
-        """Write ``<stem>_overlay.png``, ``<stem>_labels.png`` (label indices) and ``<stem>.json``
+        """Write ``<stem>_overlay.png``, ``<stem>_labels.png`` (palette PNG of label indices) and ``<stem>.json``
         (COCO-style RLE masks) into ``directory``; returns the three paths by kind."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -178,35 +176,3 @@ class OpenVocabResult:
                                                     ensure_ascii=False))
         return paths
 
-
-def _with_legend(picture: Image.Image, entries: list[tuple[str, tuple[int, int, int], float]]) -> Image.Image:
-    """``picture`` with a white panel on its right listing ``(name, colour, share)`` rows."""
-    font = ImageFont.load_default()
-    row = 16
-    shown = entries[:_LEGEND_ROWS]
-    lines = [_drawable(f"{name} {100 * share:.1f}%", font) for name, _, share in shown]
-    if len(entries) > len(shown):
-        lines.append(f"... {len(entries) - len(shown)} more")
-    measure = ImageDraw.Draw(picture)
-    text_width = max((int(measure.textlength(line, font=font)) for line in lines), default=0)
-    panel_width = text_width + row + 16
-    height = max(picture.height, row * len(lines) + 8)
-    canvas = Image.new("RGB", (picture.width + panel_width, height), (255, 255, 255))
-    canvas.paste(picture, (0, 0))
-    draw = ImageDraw.Draw(canvas)
-    for i, line in enumerate(lines):
-        top = 4 + i * row
-        left = picture.width + 4
-        if i < len(shown):
-            draw.rectangle([left, top + 2, left + row - 6, top + row - 4], fill=shown[i][1], outline=(0, 0, 0))
-        draw.text((left + row, top), line, fill=(0, 0, 0), font=font)
-    return canvas
-
-
-def _drawable(text: str, font: Any) -> str:
-    """``text``, or its ASCII rendering when the font (PIL's bitmap fallback) cannot encode it."""
-    try:
-        font.getbbox(text)
-    except UnicodeEncodeError:
-        return text.encode("ascii", "replace").decode("ascii")
-    return text

@@ -25,9 +25,11 @@ from siglip2_dense.data.labels import distinct_palette
 from siglip2_dense.evaluation import DepthEvaluator, SegmentationEvaluator
 from siglip2_dense.evaluation.colour_maps import colour_table
 from siglip2_dense.evaluation.grid_to_pixels import outputs_to_pixels, tensor_to_images
+from siglip2_dense.evaluation.pictures import title_height
 from siglip2_dense.heads import build_head
 from siglip2_dense.inference import slide_window
 from siglip2_dense.model import DenseModel
+from siglip2_dense.picture_text import row_height
 
 ROOT = Path(__file__).resolve().parents[2]
 LINEAR = ROOT / "configs" / "synthetic_linear_tiny.yaml"  # slide 32 / 21, short side 64, 64 patches
@@ -133,19 +135,25 @@ def test_segmentation_metrics_equal_an_independent_evaluation(single_process_run
     assert row.split()[3] == ("-" if iou is None else f"{iou:.2f}")
 
 
-def test_segmentation_pictures_show_image_prediction_and_ground_truth(single_process_run, expected_segmentation):
+def test_segmentation_pictures_show_image_ground_truth_and_prediction(single_process_run, expected_segmentation):
     _, predictions = expected_segmentation
     pictures = sorted((single_process_run / "show").iterdir())
     assert [p.name for p in pictures] == [f"{i:05d}_{Path(item['path']).stem}.png"
                                           for i, (item, _) in sorted(predictions.items())]
     palette = distinct_palette(17)  # the data set names its own 17 classes: not ADE20K's palette
     for path, (item, prediction) in zip(pictures, (predictions[i] for i in sorted(predictions))):
-        picture = np.asarray(Image.open(path).convert("RGB"))
+        whole = np.asarray(Image.open(path).convert("RGB"))
         height, width = item["mask"].shape
-        assert picture.shape == (height, 3 * width, 3)
-        np.testing.assert_array_equal(picture[:, width : 2 * width], palette[prediction])
-        np.testing.assert_array_equal(picture[:, 2 * width :], palette[item["mask"]])
+        top = title_height(height)
+        legend = whole[top:, 3 * width:]  # a legend of the classes present, sized to the picture
+        assert whole.shape[1] > 3 * width and whole.shape[0] >= top + height
+        picture = whole[top : top + height, : 3 * width]
+        np.testing.assert_array_equal(picture[:, width : 2 * width], palette[item["mask"]])
+        np.testing.assert_array_equal(picture[:, 2 * width :], palette[prediction])
         assert np.abs(picture[:, :width].astype(int) - item["image"].astype(int)).mean() < 12  # resized back
+        for k in set(np.unique(prediction)) | set(np.unique(item["mask"])) - {255}:  # each class present: a swatch
+            assert (legend.reshape(-1, 3) == palette[k]).all(axis=1).sum() >= row_height(height) ** 2 // 2, k
+        assert (whole[:top] < 128).any()  # the title's text
 
 
 def test_two_processes_write_the_one_process_files(single_process_run, segmentation_checkpoint, ade_root, tmp_path):
@@ -215,14 +223,17 @@ def test_depth_end_to_end_with_a_bins_head(tiny_naflex_dir, tmp_path, capsys):
             inputs = model.backbone.preprocess([item["image"]], max_num_patches=64)
             depth = outputs_to_pixels(model(**inputs), inputs["spatial_shapes"], item["depth"].shape, 4, True)[0, 0]
             evaluator.update(depth, torch.from_numpy(item["depth"]))
-            picture = np.asarray(Image.open(path).convert("RGB"))
+            whole = np.asarray(Image.open(path).convert("RGB"))
             height, width = item["depth"].shape
-            assert picture.shape == (height, 3 * width, 3)
+            top = title_height(height)
+            picture = whole[top : top + height, : 3 * width]
             valid = (item["depth"] > 1e-3) & (item["depth"] < 10.0)
             low, high = item["depth"][valid].min(), item["depth"][valid].max()
-            np.testing.assert_array_equal(picture[:, 2 * width :][~valid], 0)  # invalid ground truth: black
-            np.testing.assert_array_equal(picture[:, 2 * width :][valid], viridis(item["depth"][valid], low, high))
-            predicted = picture[:, width : 2 * width].reshape(-1, 3)  # the same scale as the ground truth
+            bar = whole[top : top + height, 3 * width + 2]  # the colour bar: high at the top, low at the bottom
+            np.testing.assert_array_equal(bar[[0, -1]], viridis(np.array([high, low]), low, high))
+            np.testing.assert_array_equal(picture[:, width : 2 * width][~valid], 0)  # invalid ground truth: black
+            np.testing.assert_array_equal(picture[:, width : 2 * width][valid], viridis(item["depth"][valid], low, high))
+            predicted = picture[:, 2 * width :].reshape(-1, 3)  # the same scale as the ground truth
             expected = viridis(depth.double().numpy(), low, high).reshape(-1, 3)
             assert (np.abs(predicted.astype(int) - expected.astype(int)).max(axis=1) > 8).mean() < 0.01
     want = evaluator.compute()
