@@ -137,6 +137,8 @@ def build_train_transform(config: ExperimentConfig) -> ItemTransform:
             cat_max_ratio=data.cat_max_ratio,
             flip_prob=data.flip_prob,
             photometric=data.photometric,
+            photometric_form=data.photometric_form,
+            pad_after_normalise=data.pad_after_normalise,
         )
     return build_depth_train_transform(
         crop_size=crop, rotate_degrees=data.rotate_degrees, flip_prob=data.flip_prob, colour_prob=data.colour_prob,
