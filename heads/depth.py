@@ -27,7 +27,14 @@ from siglip2_dense.backbone.features import DenseFeatures
 from siglip2_dense.errors import RequestError
 
 from .depth_bins import DepthFromBins, check_depth_range
-from .head_inputs import LAYER_CHOICES, broadcast_to_cells, checked_channels, masked_maps, pooled_embedding
+from .head_inputs import (
+    LAYER_CHOICES,
+    broadcast_to_cells,
+    checked_channels,
+    init_classifier,
+    masked_maps,
+    pooled_embedding,
+)
 from .masked_batch_norm import MaskedBatchNorm2d
 from .padded_grid import grid_sizes_at, mask_like, upsample_by, zero_padding
 
@@ -47,6 +54,8 @@ class BinsDepthHead(nn.Module):
         dropout: channel dropout before the classifier.
         use_batchnorm: BatchNorm before the classifier (DINOv3: yes; DINOv2: no).
         feature_upsample: f, bilinear upsampling of the features before the bins (DINOv2: 4).
+        init_std: the classifier's init: None keeps PyTorch's default; a number draws the weight from
+            Normal(0, init_std) with zero bias (DINOv3: 0.01, dinov3/eval/depth/models/linear_head.py:38-39).
 
     ``forward(features) -> depth [B, 1, f*Hmax, f*Wmax]`` in metres, ``f`` cells per patch side
     (``output_scale``); real cells lie in ``[min_depth, max_depth]``, padded cells are 0.
@@ -65,6 +74,7 @@ class BinsDepthHead(nn.Module):
         dropout: float = 0.0,
         use_batchnorm: bool = True,
         feature_upsample: int = 1,
+        init_std: float | None = None,
     ) -> None:
         super().__init__()
         channels = checked_channels(in_channels, "BinsDepthHead")
@@ -78,7 +88,8 @@ class BinsDepthHead(nn.Module):
         self.config = dict(in_channels=channels, layers=layers, min_depth=float(min_depth), max_depth=float(max_depth),
                            num_bins=int(num_bins), bin_spacing=bin_spacing, use_pooled=bool(use_pooled),
                            pooled_channels=pooled_channels, dropout=float(dropout),
-                           use_batchnorm=bool(use_batchnorm), feature_upsample=int(feature_upsample))
+                           use_batchnorm=bool(use_batchnorm), feature_upsample=int(feature_upsample),
+                           init_std=init_std)
         self.in_channels = channels
         self.layers = layers
         self.use_pooled = bool(use_pooled)
@@ -88,6 +99,7 @@ class BinsDepthHead(nn.Module):
         self.output_scale = int(feature_upsample)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(width, int(num_bins), kernel_size=1)
+        init_classifier(self.classifier, init_std, "BinsDepthHead")
         self.to_depth = DepthFromBins(min_depth, max_depth, int(num_bins), bin_spacing)
 
     def batch_norm_input(self, features: DenseFeatures) -> tuple[torch.Tensor, torch.Tensor]:

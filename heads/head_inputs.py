@@ -69,3 +69,26 @@ def checked_channels(in_channels: Sequence[int], head: str) -> list[int]:
             "backbone layer (backbone.out_channels)"
         )
     return [int(c) for c in channels]
+
+
+def init_classifier(conv: torch.nn.Conv2d, init_std: float | None, head: str) -> None:
+    """``init_std`` None: PyTorch's default Conv2d init (kept); a number: weight ~ Normal(0, init_std), bias 0.
+
+    DINOv2's ``conv_seg`` (mmseg ``BaseDecodeHead.init_weights``: ``normal_init(self.conv_seg, mean=0,
+    std=0.01)``), DINOv3's linear heads (dinov3/eval/segmentation/models/heads/linear_head.py:32-33,
+    dinov3/eval/depth/models/linear_head.py:38-39: ``nn.init.normal_(conv.weight, mean=0, std=0.01)``,
+    ``nn.init.constant_(conv.bias, 0)``).
+    """
+    if init_std is None:
+        return
+    if isinstance(init_std, bool) or not isinstance(init_std, (int, float)) or not init_std > 0:
+        raise RequestError(f"{head}: init_std={init_std!r}; expected a positive number or None (PyTorch's default)")
+    torch.nn.init.normal_(conv.weight, mean=0.0, std=float(init_std))
+    torch.nn.init.constant_(conv.bias, 0.0)
+
+
+def check_probability(value: float, key: str, head: str) -> float:
+    """``value`` as a float in [0, 1), or a :class:`RequestError` naming the head and the key."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise RequestError(f"{head}: {key}={value!r}; expected a probability in [0, 1)")
+    return float(value)

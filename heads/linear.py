@@ -15,7 +15,15 @@ from torch import nn
 from siglip2_dense.backbone.features import DenseFeatures
 from siglip2_dense.errors import RequestError
 
-from .head_inputs import LAYER_CHOICES, broadcast_to_cells, checked_channels, masked_maps, pooled_embedding
+from .head_inputs import (
+    LAYER_CHOICES,
+    broadcast_to_cells,
+    check_probability,
+    checked_channels,
+    init_classifier,
+    masked_maps,
+    pooled_embedding,
+)
 from .masked_batch_norm import MaskedBatchNorm2d
 from .padded_grid import zero_padding
 
@@ -31,6 +39,11 @@ class LinearHead(nn.Module):
         use_pooled: concatenate the pooled MAP-head embedding ``[B, P]`` to every patch feature.
         pooled_channels: P, the width of the pooled embedding (default: ``in_channels[-1]``).
         dropout: channel dropout (``nn.Dropout2d``) before the classifier, as mmsegmentation.
+        dropout_before_norm: channel dropout before the BatchNorm, in training only (DINOv3's linear head:
+            ``Dropout2d(0.1)`` then ``SyncBatchNorm`` then the conv, dinov3/eval/segmentation/models/heads/
+            linear_head.py:83-85; its ``predict`` skips the dropout). 0: none.
+        init_std: the classifier's init: None keeps PyTorch's default; a number draws the weight from
+            Normal(0, init_std) with zero bias (DINOv2 / DINOv3: 0.01).
 
     ``forward(features) -> logits [B, K, Hmax, Wmax]`` on the padded patch grid; padded cells are 0.
     BatchNorm statistics come from the real patches only (:class:`MaskedBatchNorm2d`).
@@ -44,9 +57,12 @@ class LinearHead(nn.Module):
         use_pooled: bool = False,
         pooled_channels: int | None = None,
         dropout: float = 0.0,
+        dropout_before_norm: float = 0.0,
+        init_std: float | None = None,
     ) -> None:
         super().__init__()
         channels = checked_channels(in_channels, "LinearHead")
+        dropout_before_norm = check_probability(dropout_before_norm, "dropout_before_norm", "LinearHead")
         if layers not in LAYER_CHOICES:
             raise RequestError(f"LinearHead: layers={layers!r}; expected one of {', '.join(LAYER_CHOICES)}")
         if int(num_classes) < 1:
@@ -54,7 +70,8 @@ class LinearHead(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise RequestError(f"LinearHead: dropout={dropout}; expected a probability in [0, 1)")
         self.config = dict(in_channels=channels, num_classes=int(num_classes), layers=layers,
-                           use_pooled=bool(use_pooled), pooled_channels=pooled_channels, dropout=float(dropout))
+                           use_pooled=bool(use_pooled), pooled_channels=pooled_channels, dropout=float(dropout),
+                           dropout_before_norm=dropout_before_norm, init_std=init_std)
         self.in_channels = channels
         self.layers = layers
         self.use_pooled = bool(use_pooled)
@@ -63,7 +80,9 @@ class LinearHead(nn.Module):
         width += self.pooled_channels if self.use_pooled else 0
         self.norm = MaskedBatchNorm2d(width)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.dropout_before_norm = nn.Dropout2d(dropout_before_norm) if dropout_before_norm > 0 else nn.Identity()
         self.classifier = nn.Conv2d(width, int(num_classes), kernel_size=1)
+        init_classifier(self.classifier, init_std, "LinearHead")
         self.output_scale = 1  # logits on the patch grid
 
     def batch_norm_input(self, features: DenseFeatures) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,5 +98,6 @@ class LinearHead(nn.Module):
 
     def forward(self, features: DenseFeatures) -> torch.Tensor:
         """:class:`DenseFeatures` -> logits ``[B, K, Hmax, Wmax]``, zero on padded cells."""
-        x = self.norm(*self.batch_norm_input(features))
+        x, mask = self.batch_norm_input(features)
+        x = self.norm(self.dropout_before_norm(x), mask)
         return zero_padding(self.classifier(self.dropout(x)), features.mask)

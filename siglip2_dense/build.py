@@ -140,6 +140,8 @@ def build_train_transform(config: ExperimentConfig) -> ItemTransform:
             cat_max_ratio=data.cat_max_ratio,
             flip_prob=data.flip_prob,
             photometric=data.photometric,
+            photometric_form=data.photometric_form,
+            pad_after_normalise=data.pad_after_normalise,
         )
     if config.task == "normals":
         return build_normals_train_transform(

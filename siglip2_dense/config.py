@@ -32,7 +32,11 @@ from siglip2_dense.files import write_text_atomic
 
 TASKS = ("segmentation", "depth", "normals")
 DATASETS = ("ade20k", "nyu", "folder", "normals_folder")
-SCHEDULES = ("poly", "cosine")
+SCHEDULES = ("poly", "cosine", "warmup_one_cycle_cosine")
+BETA1_SCHEDULES = ("none", "mmcv_one_cycle", "warmup_one_cycle")
+LOSS_AVERAGES = ("labelled_pixels", "all_pixels")
+REPORTED_CHECKPOINTS = ("best", "final")
+PHOTOMETRIC_FORMS = ("mmseg", "dinov3")
 PRECISIONS = ("auto", "bf16", "fp32")
 EVAL_MODES = ("whole", "slide", "native")
 CACHE_DTYPES = ("float32", "float16", "bfloat16")
@@ -109,6 +113,14 @@ class DataConfig:
     """Horizontal flip probability."""
     photometric: bool = True
     """Segmentation: mmsegmentation's PhotoMetricDistortion."""
+    photometric_form: str = "mmseg"
+    """Segmentation: which photometric distortion ``photometric`` applies: ``mmseg`` (saturation scaled in
+    OpenCV's HSV, hue ``+ randint(-18, 18)`` of 180) or ``dinov3`` (DINOv3's ``PhotoMetricDistortion``:
+    torchvision's ``adjust_saturation`` and ``adjust_hue(U(-0.5, 0.5))``, dinov3/eval/segmentation/transforms.py:67-81)."""
+    pad_after_normalise: bool = False
+    """Segmentation: a crop smaller than ``crop_size`` is padded with 0 *after* the backbone's normalisation
+    (mmsegmentation's Normalize then Pad, DINOv2; DINOv3's NormalizeImage then PadTensor): the padded pixels
+    enter the backbone as 0, whatever its mean. False: padded with pixel value 0 before normalisation."""
     rotate_degrees: float = 2.5
     """Depth and normals: random rotation range (+-degrees, applied with probability 1/2; normals turn with it)."""
     colour_prob: float = 0.5
@@ -157,11 +169,28 @@ class TrainConfig:
     backbone_lr_multiplier: float = 0.1
     """Backbone learning rate = lr * this, when part of the backbone is tuned."""
     weight_decay: float = 1e-4
-    """AdamW weight decay (never on norms, biases, embeddings' position tables or 1-D parameters)."""
+    """AdamW weight decay (never on norms, biases, embeddings' position tables or 1-D parameters, unless
+    ``weight_decay_on_norms_and_biases``)."""
+    weight_decay_on_norms_and_biases: bool = False
+    """True: each head is one AdamW group, every parameter decayed (DINOv2's mmseg config has no
+    ``paramwise_cfg``; DINOv3 builds one group). A tuned backbone keeps the split either way."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    """AdamW betas."""
+    """AdamW betas (beta1 is overridden step by step when ``beta1_schedule`` is not ``none``)."""
+    beta1_schedule: str = "none"
+    """``none``; ``mmcv_one_cycle`` (mmcv's ``OneCycleMomentumUpdaterHook`` with its defaults, DINOv2's NYU
+    ``momentum_config=dict(policy='OneCycle')``: cosine from max to base over the first 30% of steps, back
+    to max by the last); ``warmup_one_cycle`` (DINOv3's ``WarmupOneCycleLR(use_beta1=True)``: 0 during the
+    warm-up, then cosine from base to max)."""
+    beta1_range: list[float] = field(default_factory=lambda: [0.85, 0.95])
+    """``[base, max]`` momentum of the beta1 schedules (mmcv and DINOv3 defaults)."""
     schedule: str = "poly"
-    """Decay after warm-up: ``poly`` or ``cosine``."""
+    """Decay after warm-up: ``poly``, ``cosine`` (mmcv hooks) or ``warmup_one_cycle_cosine`` (DINOv3's
+    ``WarmupOneCycleLR``, ``anneal_strategy='cos'``: its warm-up, then cosine to ``lr / div_factor /
+    final_div_factor``; ``min_lr_ratio`` must stay 0 there, the floor is the factors')."""
+    div_factor: float = 25.0
+    """``warmup_one_cycle_cosine`` only: ``initial_lr = lr / div_factor`` (DINOv3 default 25)."""
+    final_div_factor: float = 1000.0
+    """``warmup_one_cycle_cosine`` only: the last lr is ``lr / div_factor / final_div_factor`` (``.inf``: 0)."""
     poly_power: float = 1.0
     """Exponent of the poly decay."""
     warmup_iterations: int = 1500
@@ -197,6 +226,14 @@ class TrainConfig:
     """Where cached features live; None: ``<output_dir>/feature_cache``."""
     feature_cache_dtype: str = "float32"
     """Storage dtype of cached features: ``float32``, ``float16`` or ``bfloat16``."""
+    loss_average: str = "labelled_pixels"
+    """Segmentation: cross-entropy summed over the labelled pixels of the global batch and divided by their
+    number (``labelled_pixels``, mmseg ``avg_non_ignore=True``) or by the number of all its pixels, ignored
+    ones included (``all_pixels``: mmseg ``CrossEntropyLoss(avg_non_ignore=False)``, DINOv2, DINOv3)."""
+    reported_checkpoint: str = "best"
+    """What the run reports and saves as its model: ``best`` (the best validation head so far in ``best/``)
+    or ``final`` (the model after the last step in ``final/``, DINOv2 and DINOv3's reported model; ``best/``
+    is then not written)."""
     loss_args: dict[str, Any] = field(default_factory=dict)
     """Depth only: keyword arguments of ``losses.depth_loss``: ``form`` (``bts``: scale * SiLog +
     MiDaS gradient matching; ``dinov2``: DINOv2's SigLoss with its mean-only warm-up and its
@@ -354,6 +391,14 @@ def check_choices(config: ExperimentConfig) -> None:
     _choice(config.task, TASKS, "task")
     _choice(config.data.dataset, DATASETS, "data.dataset")
     _choice(config.train.schedule, SCHEDULES, "train.schedule")
+    _choice(config.train.beta1_schedule, BETA1_SCHEDULES, "train.beta1_schedule")
+    _choice(config.train.loss_average, LOSS_AVERAGES, "train.loss_average")
+    _choice(config.train.reported_checkpoint, REPORTED_CHECKPOINTS, "train.reported_checkpoint")
+    _choice(config.data.photometric_form, PHOTOMETRIC_FORMS, "data.photometric_form")
+    check_schedule_keys(config.train)
+    if config.data.pad_after_normalise and config.train.feature_cache:
+        raise ConfigError("data.pad_after_normalise=true with train.feature_cache=true: the cache stores features of "
+                          "crops padded before normalisation; set one of them false")
     _choice(config.train.precision, PRECISIONS, "train.precision")
     _choice(config.train.feature_cache_dtype, CACHE_DTYPES, "train.feature_cache_dtype")
     _choice(config.eval.mode, EVAL_MODES, "eval.mode")
@@ -396,6 +441,18 @@ def check_choices(config: ExperimentConfig) -> None:
             f"train.loss_args={train.loss_args}: segmentation takes no loss arguments (cross-entropy averaged over "
             "the labelled pixels of the global batch); loss_args are for depth_loss"
         )
+
+
+def check_schedule_keys(train: TrainConfig) -> None:
+    """The one-cycle keys, the beta1 range: values that mean something (ConfigError naming key and value)."""
+    if len(train.beta1_range) != 2 or not 0.0 <= train.beta1_range[0] <= train.beta1_range[1] < 1.0:
+        raise ConfigError(f"train.beta1_range={train.beta1_range}: expected [base, max] with 0 <= base <= max < 1")
+    if train.div_factor <= 0 or not train.final_div_factor > 0:
+        raise ConfigError(f"train.div_factor={train.div_factor}, train.final_div_factor={train.final_div_factor}: "
+                          "expected positive numbers (final_div_factor may be .inf)")
+    if train.schedule == "warmup_one_cycle_cosine" and train.min_lr_ratio != 0.0:
+        raise ConfigError(f"train.min_lr_ratio={train.min_lr_ratio} with train.schedule=warmup_one_cycle_cosine: "
+                          "expected 0; that schedule ends at lr / div_factor / final_div_factor")
 
 
 def config_to_container(config: ExperimentConfig) -> dict[str, Any]:

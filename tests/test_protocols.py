@@ -52,8 +52,13 @@ def test_head_defaults_and_missing_knobs_count_as_values():
     config = load_config(ROOT / "configs" / "ade20k_linear_dinov2-b14.yaml")
     values = effective_values(config)
     assert values["head.args.use_pooled"] is False  # the LinearHead default, not written in the YAML
-    differences = protocol_differences(config, load_protocol("dinov2_ade20k_linear", PROTOCOLS))
-    assert differences["train.reported_checkpoint"] == (NO_KNOB, "final")
+    assert values["head.args.dropout_before_norm"] == 0.0  # a LinearHead default the DINOv3 protocol sets to 0.1
+    protocol = load_protocol("dinov2_ade20k_linear", PROTOCOLS)
+    assert protocol_differences(config, protocol) == {}
+    best = dataclasses.replace(config, train=dataclasses.replace(config.train, reported_checkpoint="best"))
+    assert protocol_differences(best, protocol) == {"train.reported_checkpoint": ("best", "final")}
+    lacking = dataclasses.replace(protocol, values={**protocol.values, "train.a_setting_we_lack": 1})
+    assert protocol_differences(config, lacking) == {"train.a_setting_we_lack": (NO_KNOB, 1)}
 
 
 def test_naflex_pixels_reproduce_the_audit_figures():

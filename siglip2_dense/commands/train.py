@@ -15,7 +15,8 @@ Continue a run that stopped (the newest complete checkpoint in train.output_dir)
 
 Overrides are dotted ``section.key=value`` pairs, parsed as YAML (``model.layers=[-4,-3,-2,-1]``).
 The run's folder (train.output_dir, default runs/<name>) receives config.yaml, log.jsonl,
-checkpoints/step_<N>/ and best/ (a DenseModel directory + metrics.json). The data set and the run's
+checkpoints/step_<N>/ and best/ (a DenseModel directory + metrics.json), or final/ instead of best/ with
+train.reported_checkpoint=final (the last step's model, as DINOv2 / DINOv3 report). The data set and the run's
 folder are checked before any model is loaded: a folder that already holds files is refused unless
 --resume (continue it) or --overwrite (start a new run there; the earlier run's files are replaced).
 """
@@ -81,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from siglip2_dense.training.engine import train
 
     result = train(config)
-    if result["best"] is not None:
-        print(json.dumps({"best": result["best"], "output_dir": result["output_dir"]}))
+    reported = "final" if result.get("final") is not None else "best"
+    if result[reported] is not None:
+        print(json.dumps({reported: result[reported], "output_dir": result["output_dir"]}))
     return 0

@@ -21,6 +21,7 @@ from typing import Any
 import albumentations as A
 import cv2
 import numpy as np
+import torch
 
 from siglip2_dense.errors import RequestError
 
@@ -150,12 +151,34 @@ def _affine_uint8(values: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> 
     return np.clip(values.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
 
 
+PHOTOMETRIC_FORMS = ("mmseg", "dinov3")
+
+
+def dinov3_saturation_hue(img: np.ndarray, saturation: float | None, hue: float | None) -> np.ndarray:
+    """DINOv3's saturation and hue steps on an ``[H, W, 3]`` uint8 RGB image: torchvision's
+    ``adjust_saturation(img, factor)`` then ``adjust_hue(img, factor)`` on the uint8 tensor
+    (facebookresearch/dinov3 dinov3/eval/segmentation/transforms.py:67-81)."""
+    from torchvision.transforms import functional as tvf
+
+    tensor = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+    if saturation is not None:
+        tensor = tvf.adjust_saturation(tensor, float(saturation))
+    if hue is not None:
+        tensor = tvf.adjust_hue(tensor, float(hue))
+    return tensor.permute(1, 2, 0).contiguous().numpy()
+
+
 class PhotoMetricDistortion(A.ImageOnlyTransform):
     """mmsegmentation's PhotoMetricDistortion on an ``[H, W, 3]`` uint8 RGB image.
 
     Each step with probability 1/2: brightness ``+ U(-32, 32)``; contrast ``* U(0.5, 1.5)`` (before the
     colour steps or after them, at random); saturation ``* U(0.5, 1.5)``; hue ``+ randint(-18, 18)`` in
     OpenCV's 0..179 hue units. Values are clipped to 0..255 after each step.
+
+    ``form="dinov3"``: DINOv3's variant (dinov3/eval/segmentation/transforms.py:21-101): brightness and
+    contrast as above; saturation by torchvision's ``adjust_saturation`` (a blend with the grey image)
+    and hue by ``adjust_hue(U(-0.5, 0.5))`` (a rotation of the whole hue circle, ``hue_range``), not
+    mmseg's +-18 of 180.
     """
 
     def __init__(
@@ -165,8 +188,13 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
         saturation_range: tuple[float, float] = (0.5, 1.5),
         hue_delta: int = 18,
         p: float = 1.0,
+        form: str = "mmseg",
+        hue_range: tuple[float, float] = (-0.5, 0.5),
     ) -> None:
         super().__init__(p=p)
+        if form not in PHOTOMETRIC_FORMS:
+            raise RequestError(f"PhotoMetricDistortion: form={form!r}; expected one of {', '.join(PHOTOMETRIC_FORMS)}")
+        self.form, self.hue_range = form, tuple(hue_range)
         self.brightness_delta, self.hue_delta = brightness_delta, hue_delta
         self.contrast_range, self.saturation_range = tuple(contrast_range), tuple(saturation_range)
 
@@ -179,8 +207,13 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
             "contrast_first": bool(rng.integers(2)),
             "contrast": rng.uniform(*self.contrast_range) if rng.integers(2) else None,
             "saturation": rng.uniform(*self.saturation_range) if rng.integers(2) else None,
-            "hue": int(rng.integers(-self.hue_delta, self.hue_delta)) if rng.integers(2) else None,
+            "hue": self._draw_hue() if rng.integers(2) else None,
         }
+
+    def _draw_hue(self) -> float:
+        if self.form == "dinov3":
+            return float(self.random_generator.uniform(*self.hue_range))  # transforms.py:77 U(hue_lower, hue_upper)
+        return int(self.random_generator.integers(-self.hue_delta, self.hue_delta))
 
     def apply(
         self,
@@ -189,14 +222,16 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
         contrast_first: bool,
         contrast: float | None,
         saturation: float | None,
-        hue: int | None,
+        hue: float | None,
         **params: Any,
     ) -> np.ndarray:
         if brightness is not None:
             img = _affine_uint8(img, beta=brightness)
         if contrast is not None and contrast_first:
             img = _affine_uint8(img, alpha=contrast)
-        if saturation is not None or hue is not None:
+        if self.form == "dinov3":
+            img = dinov3_saturation_hue(img, saturation, hue)
+        elif saturation is not None or hue is not None:
             hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
             if saturation is not None:
                 hsv[..., 1] = _affine_uint8(hsv[..., 1], alpha=saturation)
@@ -208,7 +243,7 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
         return img
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("brightness_delta", "contrast_range", "saturation_range", "hue_delta")
+        return ("brightness_delta", "contrast_range", "saturation_range", "hue_delta", "form", "hue_range")
 
 
 COLOUR_SCALES = ("unit", "pixel")

@@ -9,6 +9,7 @@ Segmentation (ADE20K, mmsegmentation / DINOv2 recipe)::
 
     train: short side -> 512 * U(0.5, 2.0) (long side <= 2048 * same) -> 512x512 crop, cat_max_ratio 0.75
            -> horizontal flip (1/2) -> PhotoMetricDistortion -> pad to 512x512 (image 0, mask 255), bottom/right
+           (pad_after_normalise: the item records its real size; the loop zeroes the padding after normalisation)
     eval:  short side -> 512 (long side <= 2048), image only: the mask stays at its original size, as
            mmsegmentation scores predictions resized back to the original image.
 
@@ -28,6 +29,7 @@ from typing import Any
 
 import albumentations as A
 import cv2
+import numpy as np
 
 from siglip2_dense.data.augmentations import (
     CatMaxRandomCrop,
@@ -58,6 +60,30 @@ class PairedTransform:
         return {**item, **{key: outputs[key] for key in inputs}}
 
 
+class PaddedPairedTransform(PairedTransform):
+    """A :class:`PairedTransform` whose items are then padded bottom / right to ``size`` (image ``fill``, mask
+    ``fill_mask``), recording each crop's real ``(height, width)`` as ``item["valid_size"]``: the training
+    loop sets the normalised pixels outside it to 0 (``data.pad_after_normalise``; mmseg and DINOv3 pad
+    after ``Normalize``). Randomness is the inner pipeline's, so reseeding works as for ``PairedTransform``."""
+
+    def __init__(self, transforms: list[A.BasicTransform], size: tuple[int, int], fill: int = 0,
+                 fill_mask: int = 255, seed: int | None = None) -> None:
+        super().__init__(transforms, seed=seed)
+        self.size, self.fill, self.fill_mask = (int(size[0]), int(size[1])), fill, fill_mask
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        item = super().__call__(item)
+        image = item["image"]
+        height, width = image.shape[:2]
+        bottom, right = max(self.size[0] - height, 0), max(self.size[1] - width, 0)
+        out = {**item, "valid_size": (height, width)}
+        out["image"] = np.pad(image, ((0, bottom), (0, right), (0, 0)), constant_values=self.fill)
+        for key in TARGET_KEYS:
+            if key in item:
+                out[key] = np.pad(item[key], ((0, bottom), (0, right)), constant_values=self.fill_mask)
+        return out
+
+
 class ImageOnlyResize:
     """Resize ``item["image"]`` to short side ``short_side`` (long side <= ``long_side``); targets untouched."""
 
@@ -78,8 +104,15 @@ def build_segmentation_train_transform(
     flip_prob: float = 0.5,
     photometric: bool = True,
     seed: int | None = None,
+    photometric_form: str = "mmseg",
+    pad_after_normalise: bool = False,
 ) -> ItemTransform:
-    """mmsegmentation's ADE20K train pipeline; every item comes out ``crop_size`` (image and mask)."""
+    """mmsegmentation's ADE20K train pipeline; every item comes out ``crop_size`` (image and mask).
+
+    ``photometric_form``: ``mmseg`` or ``dinov3`` (:class:`PhotoMetricDistortion`). ``pad_after_normalise``:
+    the items also carry ``valid_size`` (:class:`PaddedPairedTransform`), the padding to be zeroed after
+    the backbone's normalisation.
+    """
     crop_height, crop_width = crop_size
     steps: list[A.BasicTransform] = [
         RandomShortSideResize(short_side, ratio_range),
@@ -87,7 +120,9 @@ def build_segmentation_train_transform(
         A.HorizontalFlip(p=flip_prob),
     ]
     if photometric:
-        steps.append(PhotoMetricDistortion())
+        steps.append(PhotoMetricDistortion(form=photometric_form))
+    if pad_after_normalise:
+        return PaddedPairedTransform(steps, (crop_height, crop_width), fill=0, fill_mask=ignore_index, seed=seed)
     steps.append(
         A.PadIfNeeded(
             crop_height,

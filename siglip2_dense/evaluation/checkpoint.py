@@ -47,7 +47,7 @@ def check_model_folder(path: Path) -> None:
     """Raise :class:`MissingFileError` naming what was expected (and what is there) unless ``path`` holds a model."""
     if (path / CONFIG_FILE).is_file() or is_step_checkpoint(path):
         return
-    hints = [str(p) for p in (path / "best", path / "checkpoints") if p.exists()]
+    hints = [str(p) for p in (path / "best", path / "final", path / "checkpoints") if p.exists()]
     hint = f"; this looks like a run folder: try {' or a step folder under '.join(hints)}" if hints else ""
     raise MissingFileError(
         f"{path} holds no model to evaluate: expected a DenseModel directory ({CONFIG_FILE}, e.g. a run's best/) "

@@ -9,6 +9,7 @@
 
 from siglip2_dense.losses.dense import (
     DEPTH_LOSS_FORMS,
+    cross_entropy_denominator,
     depth_loss,
     gradient_matching_loss,
     resize_to,
@@ -31,6 +32,7 @@ __all__ = [
     "angular_loss",
     "concentration_from_logit",
     "cosine_loss",
+    "cross_entropy_denominator",
     "depth_loss",
     "dinov2_depth_loss",
     "dinov2_sigloss",

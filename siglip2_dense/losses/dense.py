@@ -42,6 +42,27 @@ def resize_to(prediction: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(prediction, size=size, mode="bilinear", align_corners=False)
 
 
+CE_AVERAGES = ("labelled_pixels", "all_pixels")
+
+
+def cross_entropy_denominator(target: torch.Tensor, ignore_index: int = 255, average: str = "labelled_pixels") -> int:
+    """What the summed per-pixel cross-entropy of ``target [..., H, W]`` is divided by.
+
+    ``labelled_pixels``: the pixels not labelled ``ignore_index`` (PyTorch's ``ignore_index`` mean, mmseg
+    ``avg_non_ignore=True``). ``all_pixels``: every pixel, ignored ones included: mmsegmentation's
+    ``CrossEntropyLoss(avg_non_ignore=False)`` (its default, DINOv2's config) takes
+    ``F.cross_entropy(..., reduction='none', ignore_index=255)`` (0 at ignored pixels) and then
+    ``weight_reduce_loss(..., reduction='mean', avg_factor=None)`` = ``loss.mean()`` over all pixels
+    (open-mmlab/mmsegmentation mmseg/models/losses/cross_entropy_loss.py ``cross_entropy``); DINOv3's
+    segmentation loss does the same (dinov3/eval/segmentation/loss.py).
+    """
+    if average not in CE_AVERAGES:
+        raise RequestError(f"cross-entropy average={average!r}; expected one of {', '.join(CE_AVERAGES)}")
+    if average == "all_pixels":
+        return int(target.numel())
+    return int((target != ignore_index).sum())
+
+
 def segmentation_cross_entropy(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -62,9 +83,8 @@ def segmentation_cross_entropy(
         )
     logits = resize_to(logits.float(), tuple(target.shape[-2:]))
     per_pixel = F.cross_entropy(logits, target.long(), ignore_index=ignore_index, reduction="none")
-    valid = target != ignore_index
-    count = valid.sum() if average_over_valid else torch.tensor(target.numel(), device=target.device)
-    return per_pixel.sum() / count.clamp_min(1)
+    count = cross_entropy_denominator(target, ignore_index, "labelled_pixels" if average_over_valid else "all_pixels")
+    return per_pixel.sum() / max(count, 1)
 
 
 def _depth_pair(

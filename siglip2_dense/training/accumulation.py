@@ -77,6 +77,10 @@ def accumulation_caveats(grid: HeadGrid, task: str) -> list[str]:
                 "each micro-batch is normalised with its own statistics and updates the running statistics; "
                 "set use_batchnorm: false or train.grad_accum_steps=1 with a larger batch for exactness"
             )
+    for index, head in enumerate(grid.heads):
+        if not isinstance(getattr(head, "dropout_before_norm", None), (type(None), nn.Identity)):
+            caveats.append(f"head {index} ({type(head).__name__}) drops channels before its BatchNorm: the pooled "
+                           "statistics pass draws other dropout masks than the forward")
     if getattr(grid.backbone, "tuned", False) and any(has_step_statistics(h) for h in grid.heads):
         caveats.append(
             "the backbone is tuned: the heads' BatchNorm statistics are the whole batch's, but their gradient "

@@ -18,7 +18,8 @@ forward (:mod:`.accumulation`), so N processes and accumulation give the 1-proce
 linear and bins heads on a frozen backbone; where they cannot (BatchNorm after trained layers, a
 tuned backbone, depth losses) one warning at start says so. Every
 ``val_every`` steps every head is validated (:mod:`.validation`), the best head so far is saved
-as a ``DenseModel`` in ``<output_dir>/best``; every ``checkpoint_every`` steps a resumable
+as a ``DenseModel`` in ``<output_dir>/best`` (``train.reported_checkpoint: final``: the last step's model
+in ``<output_dir>/final`` instead, as DINOv2 / DINOv3 report); every ``checkpoint_every`` steps a resumable
 checkpoint is written (:mod:`.checkpoint`). Rank 0 writes ``config.yaml``, ``log.jsonl`` and the
 checkpoints, and shows a progress bar.
 """
@@ -70,7 +71,7 @@ from siglip2_dense.evaluation.grid_to_pixels import heads_output_scale, outputs_
 from siglip2_dense.evaluation.loop import TARGET_KEYS
 from siglip2_dense.evaluation.protocols import check_eval_config
 from siglip2_dense.head_grid import HeadGrid
-from siglip2_dense.losses import depth_loss
+from siglip2_dense.losses import cross_entropy_denominator, depth_loss
 from siglip2_dense.losses.normals import normals_loss
 from siglip2_dense.training.accumulation import (
     accumulation_caveats,
@@ -87,8 +88,9 @@ from siglip2_dense.training.checkpoint import (
     save_checkpoint,
 )
 from siglip2_dense.training.feature_cache import build_feature_cache, collate_cached
+from siglip2_dense.training.normalised_padding import zero_padded_pixels
 from siglip2_dense.training.optim import HeadGroup, build_optimizer, build_scheduler, clip_gradients
-from siglip2_dense.training.run_files import JsonLinesLog, recover_best_model, save_best_model
+from siglip2_dense.training.run_files import FINAL_DIR, JsonLinesLog, recover_best_model, save_best_model
 from siglip2_dense.training.sync_batch_norm import convert_to_sync_batch_norm
 from siglip2_dense.training.validation import evaluate, main_metric
 
@@ -153,7 +155,7 @@ def _train(config: ExperimentConfig, context: ProcessContext) -> dict[str, Any]:
     clip_sets = [list(h.parameters()) + (list(backbone.parameters()) if backbone.tuned else []) for h in heads]
 
     # --- resume ----------------------------------------------------------------------------------
-    start_step, best, rng_state = 0, None, None
+    start_step, best, rng_state, final = 0, None, None, None
     resume_from = resume_checkpoint(tc.resume, out)
     if resume_from is not None:
         state, rng_state = load_checkpoint(resume_from, grid, optimizer, scheduler, context.rank)
@@ -237,6 +239,8 @@ def _train(config: ExperimentConfig, context: ProcessContext) -> dict[str, Any]:
             val_start = time.perf_counter()
             last_metrics = evaluate(grid, val_set, config, device, context.rank, context.world_size, autocast)
             best = update_best(best, last_metrics, entries, done, config, grid, out, context)
+            if done == tc.iterations and tc.reported_checkpoint == "final":
+                final = save_final(last_metrics, entries, done, config, grid, out, context)
             if log is not None:
                 log.write({"step": done, "metrics": [summarise(m) for m in last_metrics], "best": best,
                            "seconds": time.perf_counter() - val_start})
@@ -252,7 +256,8 @@ def _train(config: ExperimentConfig, context: ProcessContext) -> dict[str, Any]:
                 save_checkpoint(out, done, grid, optimizer, scheduler, trainer_state, rng_states,
                                 config_to_yaml(config), tc.keep_checkpoints)
     progress.close()
-    return {"best": best, "last_metrics": last_metrics, "output_dir": str(out), "step": tc.iterations}
+    return {"best": best, "final": final, "last_metrics": last_metrics, "output_dir": str(out),
+            "step": tc.iterations}
 
 
 # --- the pieces the loop calls, in the order it calls them -----------------------------------
@@ -272,7 +277,10 @@ def collate_views(items: list[dict[str, Any]], target_key: str) -> dict[str, Any
     """Training crops (all ``crop_size``) -> ``{"images": B [H, W, 3] uint8 tensors, "target": [B, H, W(, 3)]}``,
     the target being the task's (``TARGET_KEYS``: an item may carry several, e.g. normals and depth)."""
     batch = collate_padded(items)
-    return {"images": list(batch["image"].permute(0, 2, 3, 1)), "target": batch[target_key]}
+    out = {"images": list(batch["image"].permute(0, 2, 3, 1)), "target": batch[target_key]}
+    if "valid_size" in batch:  # data.pad_after_normalise: the crops' real extent, zeroed after preprocess
+        out["valid_size"] = torch.tensor([list(size) for size in batch["valid_size"]], dtype=torch.long)
+    return out
 
 
 def resume_checkpoint(resume: str, out: Path) -> Path | None:
@@ -293,11 +301,14 @@ def check_resumable(state: dict[str, Any], config: ExperimentConfig) -> None:
 
 
 def loss_normaliser(config: ExperimentConfig, micro_batches: list[dict[str, Any]], context: ProcessContext) -> float:
-    """Segmentation: labelled pixels in the whole global batch (all processes, all micro-batches); depth: 1."""
+    """Segmentation: labelled pixels (``train.loss_average: labelled_pixels``) or all pixels (``all_pixels``,
+    mmseg ``avg_non_ignore=False``) in the whole global batch (all processes, all micro-batches); depth: 1.
+    With equal crops on every process, DDP's average of per-process means equals this global mean."""
     if config.task != "segmentation":
         return 1.0
-    labelled = sum(int((batch["target"] != IGNORE_INDEX).sum()) for batch in micro_batches)
-    total = all_reduce_sum(torch.tensor([labelled], dtype=torch.float64, device=context.device))
+    labelled = sum(cross_entropy_denominator(batch["target"], IGNORE_INDEX, config.train.loss_average)
+                   for batch in micro_batches)
+    total = all_reduce_sum(torch.tensor([float(labelled)], dtype=torch.float64, device=context.device))
     return max(float(total[0]), 1.0)
 
 
@@ -335,7 +346,11 @@ def micro_batch_features(
 
 def preprocess_images(backbone: torch.nn.Module, batch: dict[str, Any], config: ExperimentConfig) -> dict[str, Any]:
     kwargs = {"max_num_patches": config.model.max_num_patches} if backbone.is_naflex else {}
-    return backbone.preprocess(batch["images"], **kwargs)
+    inputs = backbone.preprocess(batch["images"], **kwargs)
+    if "valid_size" in batch:
+        crop = tuple(int(v) for v in batch["target"].shape[-2:])
+        inputs = zero_padded_pixels(inputs, batch["valid_size"], crop, backbone.patch_size, backbone.is_naflex)
+    return inputs
 
 
 def forward_to_pixels(
@@ -393,24 +408,49 @@ def summarise(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if not isinstance(v, list)}
 
 
+def chosen_head(metrics: list[dict[str, Any]], task: str) -> int | None:
+    """The index of the best head of one validation by the task's main metric (None: no finite value)."""
+    name, higher = main_metric(task)
+    values = [float(m[name]) for m in metrics]
+    finite = [i for i, v in enumerate(values) if np.isfinite(v)]
+    if not finite:
+        return None
+    return max(finite, key=lambda i: values[i]) if higher else min(finite, key=lambda i: values[i])
+
+
+def save_final(
+    metrics: list[dict[str, Any]], entries: list[tuple[float, list[int] | None]], step: int,
+    config: ExperimentConfig, grid: HeadGrid, out: Path, context: ProcessContext,
+) -> dict[str, Any]:
+    """``train.reported_checkpoint: final``: rank 0 saves the model after the last step to ``<out>/final``
+    (of a grid, the head best at this last validation); returns its record."""
+    name, _ = main_metric(config.task)
+    head = chosen_head(metrics, config.task)
+    head = 0 if head is None else head
+    record = {"metric": name, "value": float(metrics[head][name]), "step": step, "head": head,
+              "lr": entries[head][0], "layers": entries[head][1], "metrics": summarise(metrics[head])}
+    if context.is_main:
+        save_best_model(out, grid, head, record, name=FINAL_DIR)
+    return record
+
+
 def update_best(
     best: dict[str, Any] | None, metrics: list[dict[str, Any]], entries: list[tuple[float, list[int] | None]],
     step: int, config: ExperimentConfig, grid: HeadGrid, out: Path, context: ProcessContext,
 ) -> dict[str, Any] | None:
-    """Pick the best head of this validation; if it beats ``best``, rank 0 saves it to ``<out>/best``."""
+    """Pick the best head of this validation; if it beats ``best``, rank 0 saves it to ``<out>/best``
+    (with ``train.reported_checkpoint: final`` the record is kept for the log, no folder is written)."""
     name, higher = main_metric(config.task)
-    values = [float(m[name]) for m in metrics]
-    finite = [i for i, v in enumerate(values) if np.isfinite(v)]
-    if not finite:
+    head = chosen_head(metrics, config.task)
+    if head is None:
         return best
-    head = max(finite, key=lambda i: values[i]) if higher else min(finite, key=lambda i: values[i])
-    value = values[head]
+    value = float(metrics[head][name])
     improved = best is None or (value > best["value"] if higher else value < best["value"])
     if not improved:
         return best
     record = {"metric": name, "value": value, "step": step, "head": head, "lr": entries[head][0],
               "layers": entries[head][1], "metrics": summarise(metrics[head])}
-    if context.is_main:
+    if context.is_main and config.train.reported_checkpoint == "best":
         save_best_model(out, grid, head, record)
     return record
 

@@ -78,7 +78,8 @@ def cache_inputs(backbone: nn.Module, views: SeededViews, config: ExperimentConf
         "seed": views.seed,
         "task": config.task,
         "augmentation": {k: getattr(data, k) for k in ("crop_size", "short_side", "scale_range", "cat_max_ratio",
-                                                       "flip_prob", "photometric", "rotate_degrees", "colour_prob")},
+                                                       "flip_prob", "photometric", "rotate_degrees", "colour_prob")}
+        | ({"photometric_form": data.photometric_form} if data.photometric_form != "mmseg" else {}),
         "storage_dtype": config.train.feature_cache_dtype,
     }
 

@@ -8,6 +8,10 @@
 - ``best/``: the best head so far as a ``DenseModel`` directory (``dense_model.json``,
   ``head.safetensors`` [, ``backbone.safetensors``]) plus ``metrics.json``; written under a
   temporary name and swapped into place (:func:`recover_best_model` tidies up after a kill).
+- ``final/``: with ``train.reported_checkpoint: final`` instead of ``best/``: the model after the last
+  step (of a grid, the head best at the last validation), the one DINOv2 and DINOv3 report
+  (DINOv2's ADE20K config validates every 10000 steps without ``save_best``; DINOv3's depth
+  train.py returns the last model), in the same layout.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from siglip2_dense.head_grid import HeadGrid, backbone_with_layers
 from siglip2_dense.model import DenseModel
 
 BEST_DIR = "best"
+FINAL_DIR = "final"
+MODEL_DIRS = {"best": BEST_DIR, "final": FINAL_DIR}  # train.reported_checkpoint -> folder
 
 
 class JsonLinesLog:
@@ -69,25 +75,27 @@ def read_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
     return records
 
 
-def save_best_model(output_dir: Path, grid: HeadGrid, head: int, record: dict[str, Any]) -> Path:
-    """Save head ``head`` of ``grid`` (with the layers it reads) as ``<output_dir>/best`` + ``metrics.json``.
+def save_best_model(output_dir: Path, grid: HeadGrid, head: int, record: dict[str, Any], name: str = BEST_DIR) -> Path:
+    """Save head ``head`` of ``grid`` (with the layers it reads) as ``<output_dir>/<name>`` + ``metrics.json``
+    (``name``: ``best`` or ``final``).
 
     The backbone is recorded as ``DenseModel.save_pretrained`` records it (absolute, and relative to
     ``best/`` when it lies under ``output_dir``). The temporary folder is a sibling of ``best/``, so a
     relative path recorded from it holds after the swap.
     """
-    tmp = output_dir / f".{BEST_DIR}.tmp-{os.getpid()}"
+    tmp = output_dir / f".{name}.tmp-{os.getpid()}"
     backbone = backbone_with_layers(grid.backbone, grid.positions[head])
     DenseModel(backbone, grid.heads[head]).save_pretrained(tmp)
     write_json(tmp / "metrics.json", record, indent=1)
-    final = output_dir / BEST_DIR
+    final = output_dir / name
     replace_directory(tmp, final)
     return final
 
 
 def recover_best_model(output_dir: Path) -> None:
-    """After a kill during :func:`save_best_model`: put the previous ``best/`` back if the kill came
-    mid-swap, and delete half-written temporary copies."""
-    restore_moved_aside(output_dir / BEST_DIR)
-    for stale in output_dir.glob(f".{BEST_DIR}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    """After a kill during :func:`save_best_model`: put the previous ``best/`` (or ``final/``) back if the
+    kill came mid-swap, and delete half-written temporary copies."""
+    for name in MODEL_DIRS.values():
+        restore_moved_aside(output_dir / name)
+        for stale in output_dir.glob(f".{name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
