@@ -25,7 +25,8 @@ from siglip2_dense.text.prompts import TEMPLATE_SETS
 
 # The segmenter's choices (siglip2_dense.heads.openvocab.VARIANTS, siglip2_dense.openvocab.segmenter's
 # INFERENCE_MODES and DEFAULT_CHECKPOINT; a test checks they agree), here so that --help imports no torch.
-VARIANTS = ("plain", "sclip", "naclip")
+# the last-block variants that need no second backbone (proxyclip does: use eval-openvocab --proxy)
+VARIANTS = ("plain", "sclip", "naclip", "clearclip", "value")
 INFERENCE_MODES = ("native", "slide")
 DEFAULT_CHECKPOINT = "google/siglip2-base-patch16-naflex"
 

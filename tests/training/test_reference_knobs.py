@@ -359,7 +359,7 @@ def test_padding_after_normalisation_is_exactly_zero_in_the_backbone_input(tower
     items = [transform({"image": rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
                         "mask": rng.integers(0, 5, (h, w), dtype=np.uint8)}) for h, w in ((16, 24), (20, 16))]
     assert [item["valid_size"] for item in items] == [(16, 24), (20, 16)]  # short side already 16: no resize, no crop
-    batch = collate_views(items)
+    batch = collate_views(items, "mask")
     inputs = preprocess_images(backbone, batch, config)
     # the reference: normalise the real crop ((x / 255 - mean) / std), pad with 0, patchify as transformers
     processor = backbone.image_processor
