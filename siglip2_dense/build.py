@@ -153,12 +153,15 @@ def build_eval_transform(config: ExperimentConfig) -> ItemTransform:
 def build_dataset(config: ExperimentConfig, split: str, transform: ItemTransform | None = None) -> Dataset:
     """One split of ``config.data.dataset`` under ``config.data.root``, with ``transform`` (or none)."""
     from siglip2_dense.data import ADE20KDataset, FolderSegmentationDataset, NYUv2Dataset
+    from siglip2_dense.data.benchmarks import build_benchmark_split, is_benchmark
 
     data = config.data
     if data.dataset == "ade20k":
         dataset = ADE20KDataset(data.root, split=split, transform=transform)
     elif data.dataset == "nyu":
         dataset = NYUv2Dataset(data.root, split=split, layout=data.nyu_layout, transform=transform)
+    elif is_benchmark(data.dataset):  # voc21, context59, ...: the open-vocabulary benchmark registry
+        dataset = build_benchmark_split(data.dataset, data.root, split, transform)
     else:
         root = Path(data.root)
         dataset = FolderSegmentationDataset(

@@ -78,7 +78,8 @@ class DataConfig:
 
     dataset: str = "ade20k"
     """``ade20k`` (root = ADEChallengeData2016), ``nyu`` (BTS or .mat layout), ``folder``
-    (root/<split>/images, root/<split>/masks, root/class_names.txt)."""
+    (root/<split>/images, root/<split>/masks, root/class_names.txt), or an open-vocabulary benchmark of
+    ``siglip2_dense.data.benchmarks.BENCHMARKS`` (``voc21``, ``context59``, ...; root = its data set's folder)."""
     root: str = MISSING
     """The data set folder."""
     train_split: str = "training"
@@ -325,10 +326,19 @@ def _pair(values: list[Any], key: str) -> None:
         raise ConfigError(f"{key}={values}: expected two positive numbers [height, width] / [low, high]")
 
 
+def check_dataset(name: str) -> None:
+    """``data.dataset``: one of :data:`DATASETS` or a benchmark of ``siglip2_dense.data.benchmarks.BENCHMARKS``."""
+    if name in DATASETS:
+        return
+    from siglip2_dense.data.benchmarks import BENCHMARKS  # imported only here: it loads the data set classes
+
+    _choice(name, DATASETS + tuple(b for b in BENCHMARKS if b not in DATASETS), "data.dataset")
+
+
 def check_choices(config: ExperimentConfig) -> None:
     """Raise :class:`ConfigError` for values of the right type that mean nothing (naming the valid ones)."""
     _choice(config.task, TASKS, "task")
-    _choice(config.data.dataset, DATASETS, "data.dataset")
+    check_dataset(config.data.dataset)
     _choice(config.train.schedule, SCHEDULES, "train.schedule")
     _choice(config.train.precision, PRECISIONS, "train.precision")
     _choice(config.train.feature_cache_dtype, CACHE_DTYPES, "train.feature_cache_dtype")
