@@ -166,6 +166,7 @@ def build_eval_transform(config: ExperimentConfig) -> ItemTransform:
 def build_dataset(config: ExperimentConfig, split: str, transform: ItemTransform | None = None) -> Dataset:
     """One split of ``config.data.dataset`` under ``config.data.root``, with ``transform`` (or none)."""
     from siglip2_dense.data import ADE20KDataset, FolderNormalsDataset, NYUv2Dataset
+    from siglip2_dense.data.benchmarks import build_benchmark_split, is_benchmark
     from siglip2_dense.data.folder import open_folder_split
 
     data = config.data
@@ -175,12 +176,15 @@ def build_dataset(config: ExperimentConfig, split: str, transform: ItemTransform
         dataset = NYUv2Dataset(data.root, split=split, layout=data.nyu_layout, transform=transform)
     elif data.dataset == "normals_folder":
         dataset = FolderNormalsDataset(data.root, split=split, transform=transform)
+    elif is_benchmark(data.dataset):  # voc21, context59, ...: the open-vocabulary benchmark registry
+        dataset = build_benchmark_split(data.dataset, data.root, split, transform)
     else:
         dataset = open_folder_split(data.root, split, transform)
     target = TARGET_KEYS[config.task]
-    if target not in DATASET_TARGETS[data.dataset]:
+    targets = ("mask",) if is_benchmark(data.dataset) else DATASET_TARGETS[data.dataset]
+    if target not in targets:
         raise ConfigError(f"task={config.task!r} needs {target} targets; data.dataset={data.dataset!r} has none "
-                          f"(it has {', '.join(DATASET_TARGETS[data.dataset])})")
+                          f"(it has {', '.join(targets)})")
     return dataset
 
 

@@ -90,7 +90,8 @@ class DataConfig:
     dataset: str = "ade20k"
     """``ade20k`` (root = ADEChallengeData2016), ``nyu`` (BTS or .mat layout), ``folder``
     (root/class_names.txt and root/<split>/{images,masks}, or root/{images,masks} + root/<split>.txt), ``normals_folder``
-    (root/<split>/{images,normals[,depth]}, :class:`~siglip2_dense.data.FolderNormalsDataset`)."""
+    (root/<split>/{images,normals[,depth]}, :class:`~siglip2_dense.data.FolderNormalsDataset`), or an open-vocabulary
+    benchmark of ``siglip2_dense.data.benchmarks.BENCHMARKS`` (``voc21``, ``context59``, ...; root = its data set's folder)."""
     root: str = MISSING
     """The data set folder."""
     train_split: str = "training"
@@ -386,10 +387,19 @@ def _pair(values: list[Any], key: str) -> None:
         raise ConfigError(f"{key}={values}: expected two positive numbers [height, width] / [low, high]")
 
 
+def check_dataset(name: str) -> None:
+    """``data.dataset``: one of :data:`DATASETS` or a benchmark of ``siglip2_dense.data.benchmarks.BENCHMARKS``."""
+    if name in DATASETS:
+        return
+    from siglip2_dense.data.benchmarks import BENCHMARKS  # imported only here: it loads the data set classes
+
+    _choice(name, DATASETS + tuple(b for b in BENCHMARKS if b not in DATASETS), "data.dataset")
+
+
 def check_choices(config: ExperimentConfig) -> None:
     """Raise :class:`ConfigError` for values of the right type that mean nothing (naming the valid ones)."""
     _choice(config.task, TASKS, "task")
-    _choice(config.data.dataset, DATASETS, "data.dataset")
+    check_dataset(config.data.dataset)
     _choice(config.train.schedule, SCHEDULES, "train.schedule")
     _choice(config.train.beta1_schedule, BETA1_SCHEDULES, "train.beta1_schedule")
     _choice(config.train.loss_average, LOSS_AVERAGES, "train.loss_average")

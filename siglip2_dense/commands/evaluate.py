@@ -13,6 +13,11 @@ Zero-shot ADE20K-150 with the synonym vocabulary (short side 512, sliding window
     siglip2-dense eval --config configs/ade20k_linear_siglip2-b16-naflex.yaml \\
         --open-vocab google/siglip2-so400m-patch16-naflex data.root=/data/ADEChallengeData2016
 
+One benchmark of the training-free open-vocabulary table (the same mIoU as eval-openvocab's column)::
+
+    siglip2-dense eval --config configs/zeroshot/benchmarks/voc21_siglip2-b16-naflex.yaml \\
+        data.root=/data/VOCdevkit/VOC2012
+
 Several processes (the images are split; the metrics equal one process's; rank 0 writes)::
 
     torchrun --nproc_per_node 8 tools/eval.py --config ... --checkpoint ...

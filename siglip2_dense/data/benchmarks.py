@@ -8,12 +8,17 @@ per row: NACLIP resizes COCO-Stuff to 336 and turns the window off for VOC (``sl
 ProxyCLIP resizes ADE20K and Cityscapes to 448 and COCO-Stuff to 336 and sets its own thresholds.
 
 Test-time resize ``Resize(scale=(2048, s), keep_ratio=True)`` is mmcv's rescale to fit inside 2048 x s:
-the short side becomes ``s`` unless the long side would pass 2048.
+the short side becomes ``s`` unless the long side would pass 2048 (:data:`LONG_SIDE`, :func:`benchmark_resize`).
 
 With-background benchmarks (VOC21, Context60, COCO-Object) have background as class 0 of both the
 labels and the class-name file; a pixel whose highest class probability is below
 ``background_threshold`` is assigned background. The others have no background class
 (``background_threshold=None``); their unlabeled pixels are 255 and ignored.
+
+Two commands read this table: ``eval-openvocab`` (:mod:`siglip2_dense.openvocab.benchmark_table`, all
+benchmarks in one run) and ``tools/eval.py`` with ``data.dataset: <name>`` (one benchmark per config,
+``configs/zeroshot/benchmarks/<name>_siglip2-b16-naflex.yaml``; ``build.build_dataset`` reads the data
+set through :func:`build_benchmark_split`).
 """
 
 from __future__ import annotations
@@ -31,8 +36,11 @@ from siglip2_dense.data.class_name_files import packaged_class_names
 from siglip2_dense.data.coco_object import COCOObjectDataset
 from siglip2_dense.data.coco_stuff import COCOStuffDataset
 from siglip2_dense.data.pascal_context import PascalContext59Dataset, PascalContextDataset
+from siglip2_dense.data.transforms import ImageOnlyResize
 from siglip2_dense.data.voc import PascalVOC20Dataset, PascalVOCDataset
 from siglip2_dense.errors import RequestError
+
+ItemTransform = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,16 @@ BENCHMARKS: dict[str, Benchmark] = {
 }
 
 
+LONG_SIDE = 2048
+"""The long-side bound of the test-time resize, ``Resize(scale=(2048, short_side), keep_ratio=True)`` in every
+``cfg_<name>.py`` of SCLIP (and mmsegmentation's test pipelines)."""
+
+
+def is_benchmark(name: str) -> bool:
+    """Whether ``name`` is a key of :data:`BENCHMARKS`."""
+    return name in BENCHMARKS
+
+
 def get_benchmark(name: str) -> Benchmark:
     """The :data:`BENCHMARKS` row of ``name``."""
     if name not in BENCHMARKS:
@@ -88,9 +106,19 @@ def benchmark_class_names(name: str) -> tuple[str, ...]:
     return packaged_class_names(get_benchmark(name).class_names)
 
 
-def build_benchmark_dataset(
-    name: str, root: str | os.PathLike, transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+def benchmark_resize(short_side: int) -> ImageOnlyResize:
+    """The test-time resize of the table: the image to short side ``short_side``, long side <= :data:`LONG_SIDE`
+    (mmcv's rescale into ``(2048, short_side)``); the label map keeps its size."""
+    return ImageOnlyResize(short_side, LONG_SIDE)
+
+
+def build_benchmark_split(
+    name: str, root: str | os.PathLike, split: str, transform: ItemTransform | None = None
 ) -> Dataset:
+    """Split ``split`` of benchmark ``name``'s data set read from ``root`` (the data set's own root folder)."""
+    return get_benchmark(name).dataset(root, split, transform=transform)
+
+
+def build_benchmark_dataset(name: str, root: str | os.PathLike, transform: ItemTransform | None = None) -> Dataset:
     """The evaluation split of benchmark ``name`` read from ``root`` (the data set's own root folder)."""
-    benchmark = get_benchmark(name)
-    return benchmark.dataset(root, benchmark.split, transform=transform)
+    return build_benchmark_split(name, root, get_benchmark(name).split, transform)

@@ -207,12 +207,21 @@ def write_rgb(path: str | os.PathLike, image: np.ndarray, jpeg_quality: int = 95
     """Write an ``[H, W, 3]`` uint8 RGB image; the suffix of ``path`` picks the format."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise DataError(f"cannot write {path}: expected [H, W, 3] uint8 RGB, got {image.dtype} {image.shape}")
-    params = []
-    if Path(path).suffix.lower() in (".jpg", ".jpeg"):
-        # 4:4:4, no chroma subsampling: small synthetic images keep their colours
-        params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
-        params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+    params = _jpeg_params(jpeg_quality) if Path(path).suffix.lower() in (".jpg", ".jpeg") else []
     _write_encoded(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
+
+
+def jpeg_decoded(image: np.ndarray, jpeg_quality: int = 95) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB -> the pixels :func:`read_rgb` gives for it after :func:`write_rgb` to a ``.jpg``."""
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), _jpeg_params(jpeg_quality))
+    if not ok:
+        raise DataError(f"OpenCV could not encode a {image.dtype} {image.shape} image as JPEG")
+    return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB)
+
+
+def _jpeg_params(quality: int) -> list[int]:
+    # 4:4:4, no chroma subsampling: small synthetic images keep their colours
+    return [cv2.IMWRITE_JPEG_QUALITY, quality, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
 
 
 def write_png(path: str | os.PathLike, values: np.ndarray) -> None:

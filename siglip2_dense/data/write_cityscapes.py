@@ -8,6 +8,12 @@ label id of that train id (road 7, sidewalk 8, building 11, ...), as both files 
 ``gtFine/{train,val}/<city>/<city>_000000_<i:06d>_gtFine_{labelTrainIds,labelIds}.png``; validation
 scenes are spread over ``frankfurt``, ``lindau`` and ``munster`` (the real val cities), training scenes
 live in ``aachen``.
+
+Pixels: the real ``leftImg8bit`` files are lossless PNGs, and so are these, but what they store is the
+scene after a JPEG round trip (:func:`~siglip2_dense.data.image_io.jpeg_decoded`, the encoder and settings of
+every JPEG layout): the ADE20K, VOC, Context and COCO writers store JPEGs, so every layout then holds the
+same decoded pixels, and a figure that differs between layouts of the same scenes is the labels' doing,
+never compression's.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from siglip2_dense.data.cityscapes import LABEL_ID_TO_TRAIN_ID
-from siglip2_dense.data.image_io import write_png, write_rgb
+from siglip2_dense.data.image_io import jpeg_decoded, write_png, write_rgb
 from siglip2_dense.data.scene_splits import Size, is_evaluation_scene, iter_scenes
 
 VAL_CITIES = ("frankfurt", "lindau", "munster")
@@ -37,7 +43,7 @@ def write_cityscapes(
         split = "val" if is_evaluation_scene(index) else "train"
         city = VAL_CITIES[(index // 4) % len(VAL_CITIES)] if split == "val" else "aachen"
         stem = f"{city}/{city}_000000_{index:06d}"
-        write_rgb(root / "leftImg8bit" / split / f"{stem}_leftImg8bit.png", scene.image)
+        write_rgb(root / "leftImg8bit" / split / f"{stem}_leftImg8bit.png", jpeg_decoded(scene.image))
         write_png(root / "gtFine" / split / f"{stem}_gtFine_labelTrainIds.png", scene.mask)
         write_png(root / "gtFine" / split / f"{stem}_gtFine_labelIds.png", TRAIN_ID_TO_LABEL_ID[scene.mask])
     return root

@@ -7,7 +7,8 @@
       "name": str,                        the experiment's name
       "task": "segmentation" | "depth" | "normals",
       "model": {"kind": "dense", "checkpoint": str, "backbone": str, "head": str}
-             | {"kind": "open_vocab", "checkpoint": str, "templates": ..., "variant": str},
+             | {"kind": "open_vocab", "checkpoint": str, "templates": ..., "variant": str,
+                "background_threshold": float | null},
       "data": {"dataset": str, "root": str, "split": str, "num_images": int},
       "eval": {"mode", "crop_size", "stride", "flip", "scales", "max_num_patches"[, "depth_crop"]},
       "metrics": segmentation: {"mIoU", "mAcc", "aAcc": percent, "IoU", "Acc": [K] percent}

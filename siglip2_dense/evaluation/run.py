@@ -12,7 +12,8 @@ The validation split of ``config.data`` goes through the config's eval transform
 (:func:`siglip2_dense.evaluation.protocols.predict_image`; sliding-window segmentation streams the classes
 through :mod:`siglip2_dense.evaluation.slide_labels`, same labels, less memory traffic), or through
 :class:`~siglip2_dense.openvocab.segmenter.OpenVocabSegmenter` when the head is ``openvocab``
-(:mod:`siglip2_dense.evaluation.zero_shot`); :func:`siglip2_dense.evaluation.loop.evaluate_images` does the
+(:mod:`siglip2_dense.evaluation.zero_shot`: a registered benchmark's resize, labels and background
+threshold); :func:`siglip2_dense.evaluation.loop.evaluate_images` does the
 per-image loop. Under ``torchrun`` every process evaluates its share of the images and draws their
 pictures; the metrics are reduced over all processes and rank 0 writes ``metrics.json`` and
 ``metrics.txt`` (:mod:`siglip2_dense.evaluation.report`).
@@ -52,6 +53,8 @@ from siglip2_dense.evaluation.zero_shot import (
     check_zero_shot_config,
     is_zero_shot,
     with_open_vocab_model,
+    zero_shot_background_threshold,
+    zero_shot_eval_transform,
     zero_shot_labels,
 )
 
@@ -203,7 +206,8 @@ def _run(
     if zero_shot:
         check_zero_shot_config(config)
     device = context.device
-    dataset = build_dataset(config, config.data.val_split, build_eval_transform(config))
+    transform = zero_shot_eval_transform(config) if zero_shot else build_eval_transform(config)
+    dataset = build_dataset(config, config.data.val_split, transform)
     segmentation = config.task == "segmentation"
     ignore_index = ignore_index_of(dataset)
     class_names = dataset_class_names(dataset, config.data.root) if segmentation else None
@@ -211,11 +215,11 @@ def _run(
     if zero_shot:
         labels = zero_shot_labels(config, class_names)
         evaluator = SegmentationEvaluator(num_classes=len(labels), ignore_index=ignore_index)
-        predict = from_scores(build_zero_shot_predictor(config, labels, device, text_cache_dir), config.task,
-                              evaluator.num_classes)
+        predict = build_zero_shot_predictor(config, labels, device, text_cache_dir)
         model_section = {"kind": "open_vocab", "checkpoint": config.model.backbone,
                          "templates": config.head.args.get("templates", "single"),
-                         "variant": config.head.args.get("variant", "plain")}
+                         "variant": config.head.args.get("variant", "plain"),
+                         "background_threshold": zero_shot_background_threshold(config)}
         sections["labels"] = labels
     else:
         model = load_model_for_evaluation(checkpoint, device, head, dtype=backbone_dtype(config, device))

@@ -6,15 +6,24 @@ A zero-shot experiment is an ordinary :class:`~siglip2_dense.config.ExperimentCo
     head:
       name: openvocab
       args:
-        labels: ade20k_150_synonyms    # label file (one label per line, synonyms comma-separated)
-                                       # or a packaged vocabulary; default: ADE20K's 150 with
-                                       # synonyms for ADE20K, else the data set's class names
-        templates: single              # single | imagenet80
-        variant: plain                 # plain | sclip | naclip
+        labels: class_names/sclip_voc21   # label file (one label per line, synonyms comma-separated)
+                                          # or a packaged vocabulary; default: see zero_shot_labels
+        templates: single                 # single | imagenet80
+        variant: plain                    # plain | sclip | naclip | ...
+        background_threshold: 0.1         # with-background benchmarks: below it a pixel is class 0;
+                                          # default: the benchmark's registered threshold; null: none
 
 Nothing is trained: :class:`~siglip2_dense.openvocab.segmenter.OpenVocabSegmenter` scores every pixel
 against every label, label ``k`` standing for class ``k`` of the ground truth. ``eval.mode``
 ``slide`` (``eval.crop_size`` / ``eval.stride``) or ``native`` (``model.max_num_patches``).
+
+``data.dataset`` naming a benchmark of :data:`siglip2_dense.data.benchmarks.BENCHMARKS` (``voc21``,
+``context59``, ...) runs it as ``eval-openvocab`` runs that benchmark
+(:mod:`siglip2_dense.openvocab.benchmark_table`): the image resized to short side ``data.short_side``
+with the long side at most 2048, probabilities upsampled (bilinear) to the ground truth, arg-max, and
+pixels whose best probability is below the background threshold set to class 0. The registry
+supplies the defaults (class-name file, threshold); ``configs/zeroshot/benchmarks/`` spells the whole
+protocol out per benchmark.
 """
 
 from __future__ import annotations
@@ -22,18 +31,21 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
+from siglip2_dense.build import ItemTransform, build_eval_transform
 from siglip2_dense.config import ExperimentConfig, HeadConfig
+from siglip2_dense.data.benchmarks import BENCHMARKS, benchmark_resize, get_benchmark, is_benchmark
 from siglip2_dense.errors import ConfigError
-from siglip2_dense.evaluation.loop import ScoresFunction
+from siglip2_dense.evaluation.loop import PixelPredictor, check_output_channels
 from siglip2_dense.heads import HEADS, OpenVocabHead, learns_from_labels
 
 ZERO_SHOT_HEAD = next(name for name, head in HEADS.items() if head is OpenVocabHead)
-ZERO_SHOT_ARGS = ("labels", "templates", "variant")
+ZERO_SHOT_ARGS = ("labels", "templates", "variant", "background_threshold")
 ZERO_SHOT_MODES = ("slide", "native")
 ADE20K_VOCABULARY = "ade20k_150_synonyms"
-ADE20K_CLASS_COUNT = 150
 
 
 def is_zero_shot(config: ExperimentConfig) -> bool:
@@ -61,21 +73,69 @@ def check_zero_shot_config(config: ExperimentConfig) -> None:
     if config.eval.flip or list(config.eval.scales) != [1.0]:
         raise ConfigError("eval.flip / eval.scales: zero-shot evaluation has no test-time augmentation; "
                           "set eval.flip=false eval.scales=[1.0]")
+    check_background_threshold(config)
+
+
+def with_background(name: str) -> bool:
+    """Whether data set ``name`` is a registered benchmark whose class 0 is background."""
+    return is_benchmark(name) and get_benchmark(name).background_threshold is not None
+
+
+def check_background_threshold(config: ExperimentConfig) -> None:
+    """``head.args.background_threshold``: null, or a probability on a with-background benchmark."""
+    value = config.head.args.get("background_threshold")
+    if value is None:
+        return
+    key = f"head.args.background_threshold={value!r}"
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{key}: expected a probability in [0, 1] or null (no background assignment)")
+    if not with_background(config.data.dataset):
+        choices = ", ".join(n for n in BENCHMARKS if with_background(n))
+        raise ConfigError(f"{key}: data.dataset={config.data.dataset!r} has no background class 0 to assign; "
+                          f"a threshold applies to the with-background benchmarks ({choices}); remove it or set null")
+
+
+def zero_shot_background_threshold(config: ExperimentConfig) -> float | None:
+    """``head.args.background_threshold`` when given (null: none), else the benchmark's registered one
+    (:data:`~siglip2_dense.data.benchmarks.BENCHMARKS`; None for other data sets)."""
+    check_background_threshold(config)
+    if "background_threshold" in config.head.args:
+        value = config.head.args["background_threshold"]
+        return None if value is None else float(value)
+    return get_benchmark(config.data.dataset).background_threshold if is_benchmark(config.data.dataset) else None
+
+
+def zero_shot_eval_transform(config: ExperimentConfig) -> ItemTransform:
+    """A benchmark's test-time resize (short side ``data.short_side``, long side <= 2048, as ``eval-openvocab``);
+    other data sets: :func:`~siglip2_dense.build.build_eval_transform`."""
+    if is_benchmark(config.data.dataset):
+        return benchmark_resize(config.data.short_side)
+    return build_eval_transform(config)
 
 
 def zero_shot_labels(config: ExperimentConfig, class_names: Sequence[str] | None) -> list[str]:
-    """The label list: ``head.args.labels`` (file or packaged name), else the default of the module docstring.
+    """The label list, label ``k`` naming class ``k``. In order of preference:
+
+    ``head.args.labels`` (a file or a packaged vocabulary); the classes the data root's
+    ``class_names.txt`` names (a data set of its own in a benchmark's layout, as the synthetic world);
+    for ADE20K the packaged ``ade20k_150_synonyms``; for another benchmark its registered class-name file
+    with synonyms; else the data set's class names.
 
     Raises:
         ConfigError: no labels can be found, or their number differs from the data set's classes.
     """
+    from siglip2_dense.data.labels import read_root_class_names
     from siglip2_dense.text.prompts import read_label_file
 
     source = config.head.args.get("labels")
+    dataset = config.data.dataset
+    own_names = read_root_class_names(config.data.root) is not None
     if source:
         labels = read_label_file(str(source))
-    elif config.data.dataset == "ade20k" and class_names is not None and len(class_names) == ADE20K_CLASS_COUNT:
+    elif dataset == "ade20k" and not own_names:
         labels = read_label_file(ADE20K_VOCABULARY)
+    elif is_benchmark(dataset) and not own_names:
+        labels = read_label_file(f"class_names/{get_benchmark(dataset).class_names}")
     elif class_names:
         labels = list(class_names)
     else:
@@ -93,16 +153,22 @@ def build_zero_shot_predictor(
     labels: Sequence[str],
     device: torch.device,
     cache_dir: str | None = None,
-) -> ScoresFunction:
-    """``image [H, W, 3] -> [K, H, W]`` label probabilities, the labels' text embedded once, here.
+) -> PixelPredictor:
+    """``(image [h, w, 3] uint8, ground-truth size (H, W)) -> [H, W]`` long labels; the labels' text embedded once.
+
+    Per image: label probabilities at the image's size, upsampled (bilinear, ``align_corners=False``) to the
+    ground truth, arg-max; with a background threshold (:func:`zero_shot_background_threshold`) pixels whose
+    best probability is below it become class 0, as ``eval-openvocab`` labels them.
 
     Args:
         cache_dir: the text-embedding cache (default ``~/.cache/siglip2_dense/text``).
     """
+    from siglip2_dense.openvocab.benchmark_table import labels_from_probabilities
     from siglip2_dense.openvocab.segmenter import OpenVocabSegmenter
 
     check_zero_shot_config(config)
     args = config.head.args
+    threshold = zero_shot_background_threshold(config)
     segmenter = OpenVocabSegmenter.from_pretrained(
         config.model.backbone,
         variant=str(args.get("variant", "plain")),
@@ -116,7 +182,12 @@ def build_zero_shot_predictor(
     )
     embedded = segmenter.encode_labels(list(labels))
 
-    def predict(image):  # [H, W, 3] uint8 -> [K, H, W]
-        return segmenter.image_probabilities(image, embedded)
+    def predict(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+        probabilities = segmenter.image_probabilities(image, embedded)  # [K, h, w]
+        check_output_channels(probabilities, "segmentation", len(labels))
+        probabilities = F.interpolate(probabilities[None].float(), size=tuple(size), mode="bilinear",
+                                      align_corners=False)[0]
+        probabilities = segmenter.head.probabilities(probabilities, embedded.label_index)
+        return labels_from_probabilities(probabilities, threshold)
 
     return predict

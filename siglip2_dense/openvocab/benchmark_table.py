@@ -41,7 +41,9 @@ import torch.nn.functional as F
 
 from siglip2_dense.data.benchmarks import (
     BENCHMARKS,
+    ItemTransform,
     benchmark_class_names,
+    benchmark_resize,
     build_benchmark_dataset,
     get_benchmark,
 )
@@ -130,13 +132,11 @@ def benchmark_predictor(
     ``short_side``, ``window``, ``stride``: departures from the registered protocol (None: the protocol's).
     Sets the segmenter's inference mode and window.
     """
-    from siglip2_dense.data.transforms import ImageOnlyResize
-
     benchmark = get_benchmark(name)
     named = [i for i, label in enumerate(vocabulary) if label]
     embedded = segmenter.encode_labels([vocabulary[i] for i in named])
     classes = torch.tensor(named)
-    resize = ImageOnlyResize(short_side or benchmark.short_side, 2048)
+    resize = benchmark_resize(short_side or benchmark.short_side)
     segmenter.inference = inference
     segmenter.crop, segmenter.stride = (window or benchmark.window,) * 2, (stride or benchmark.stride,) * 2
 
@@ -155,6 +155,44 @@ def benchmark_predictor(
     return predict
 
 
+def benchmark_metrics(
+    segmenter: Any,
+    name: str,
+    root: str | Path,
+    vocabulary: Sequence[str | None],
+    background_threshold: float | None,
+    inference: str = "slide",
+    max_images: int | None = None,
+    progress: bool = False,
+    short_side: int | None = None,
+    window: int | None = None,
+    stride: int | None = None,
+    transform: ItemTransform | None = None,
+) -> tuple[dict[str, Any], int]:
+    """One benchmark with its protocol (:func:`benchmark_predictor`) on the data under ``root``, unrounded.
+
+    Args:
+        transform: applied to each item before prediction (``{"image", "mask", "path"}`` at the original
+            size), e.g. a label mapping that scores one layout's images as another layout labels them.
+
+    Returns:
+        The evaluator's ``compute()`` (``mIoU``, ``mAcc``, ``aAcc`` percent; ``IoU``, ``Acc`` ``[K]``) and the
+        number of images.
+    """
+    from siglip2_dense.evaluation import SegmentationEvaluator
+    from siglip2_dense.evaluation.loop import evaluate_images
+
+    dataset = build_benchmark_dataset(name, root, transform=transform)
+    if max_images is not None:
+        dataset = torch.utils.data.Subset(dataset, range(min(max_images, len(dataset))))
+    predict = benchmark_predictor(segmenter, name, vocabulary, background_threshold, inference, short_side,
+                                  window, stride)
+    evaluator = SegmentationEvaluator(num_classes=len(vocabulary), ignore_index=255)
+    metrics = evaluate_images(predict, dataset, evaluator, "segmentation", torch.device("cpu"), progress=progress,
+                              description=name)
+    return metrics, len(dataset)
+
+
 def run_benchmark(
     segmenter: Any,
     name: str,
@@ -167,27 +205,19 @@ def run_benchmark(
     short_side: int | None = None,
     window: int | None = None,
     stride: int | None = None,
+    transform: ItemTransform | None = None,
 ) -> dict[str, Any]:
-    """One benchmark with its protocol (:func:`benchmark_predictor`) on the data under ``root``.
+    """:func:`benchmark_metrics` as a table entry.
 
     Returns:
-        ``{"mIoU", "mAcc", "aAcc", "IoU": {class: value}, "num_images"}`` (percent; None for no union).
+        ``{"mIoU", "mAcc", "aAcc", "IoU": {class: value}, "num_images"}`` (percent, 4 decimals; None for no union).
     """
-    from siglip2_dense.evaluation import SegmentationEvaluator
-    from siglip2_dense.evaluation.loop import evaluate_images
-
-    dataset = build_benchmark_dataset(name, root, transform=None)
-    if max_images is not None:
-        dataset = torch.utils.data.Subset(dataset, range(min(max_images, len(dataset))))
-    predict = benchmark_predictor(segmenter, name, vocabulary, background_threshold, inference, short_side,
-                                  window, stride)
-    evaluator = SegmentationEvaluator(num_classes=len(vocabulary), ignore_index=255)
-    metrics = evaluate_images(predict, dataset, evaluator, "segmentation", torch.device("cpu"), progress=progress,
-                              description=name)
+    metrics, num_images = benchmark_metrics(segmenter, name, root, vocabulary, background_threshold, inference,
+                                            max_images, progress, short_side, window, stride, transform)
     names = [label or f"class {i}" for i, label in enumerate(vocabulary)]
     per_class = {n: _number(v) for n, v in zip(names, metrics["IoU"])}
     return {"mIoU": _number(metrics["mIoU"]), "mAcc": _number(metrics["mAcc"]), "aAcc": _number(metrics["aAcc"]),
-            "IoU": per_class, "num_images": len(dataset)}
+            "IoU": per_class, "num_images": num_images}
 
 
 def _number(value: Any) -> float | None:

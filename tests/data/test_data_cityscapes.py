@@ -9,7 +9,7 @@ import pytest
 from mmseg_reference import mmseg_load_seg_map, mmseg_scan
 
 from siglip2_dense.data import CityscapesDataset, SyntheticDataset
-from siglip2_dense.data.image_io import write_png
+from siglip2_dense.data.image_io import read_rgb, write_png, write_rgb
 from siglip2_dense.data.write_cityscapes import write_cityscapes
 from siglip2_dense.errors import DataError, RequestError
 
@@ -34,14 +34,17 @@ def test_scan_and_labels_match_mmseg(city_root):
         np.testing.assert_array_equal(dataset[index]["mask"], mmseg_load_seg_map(expected[index][1]))
 
 
-def test_label_ids_map_to_the_same_train_ids(city_root):
+def test_label_ids_map_to_the_same_train_ids(city_root, tmp_path):
     scenes = SyntheticDataset(NUM, SEED, SIZE)
     train_ids = CityscapesDataset(city_root, "val", label_file="labelTrainIds")
     label_ids = CityscapesDataset(city_root, "val", label_file="labelIds")
     for position, index in enumerate((1, 5)):
         np.testing.assert_array_equal(train_ids[position]["mask"], scenes[index]["mask"])
         np.testing.assert_array_equal(label_ids[position]["mask"], scenes[index]["mask"])
-        np.testing.assert_array_equal(train_ids[position]["image"], scenes[index]["image"])  # PNG: lossless
+        # the PNG holds the pixels a JPEG layout gives for the scene: write_rgb to .jpg, read back
+        write_rgb(tmp_path / f"{index}.jpg", scenes[index]["image"])
+        np.testing.assert_array_equal(train_ids[position]["image"], read_rgb(tmp_path / f"{index}.jpg"))
+        assert train_ids[position]["path"].endswith("_leftImg8bit.png")
 
 
 def test_every_label_id_maps_as_cityscapesscripts_says(city_root, tmp_path):

@@ -261,7 +261,7 @@ def test_zero_shot_equals_the_segmenter_and_open_vocab_switch_agrees(tiny_naflex
     record = json.loads((tmp_path / "config" / "metrics.json").read_text())
     switch = json.loads((tmp_path / "switch" / "metrics.json").read_text())
     assert record["model"] == {"kind": "open_vocab", "checkpoint": str(tiny_naflex_text_dir),
-                               "templates": "single", "variant": "plain"}
+                               "templates": "single", "variant": "plain", "background_threshold": None}
     assert record["labels"] == names and switch["labels"] == names
     assert switch["metrics"] == record["metrics"]
 
