@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from siglip2_dense.errors import CheckpointError, MissingFileError
+from siglip2_dense.int8 import quantize_linear_layers
 
 logger = logging.getLogger(__name__)
 
@@ -303,8 +304,13 @@ def load_tower(
     tower: str,
     dtype: torch.dtype,
     attn_implementation: str | None = None,
+    quantize: str | None = None,
 ) -> nn.Module:
     """The ``"vision"`` or ``"text"`` tower of the checkpoint, every weight read from it.
+
+    ``quantize="int8"``: the tower's linear layers become dynamic int8 ones for CPU inference
+    (:func:`siglip2_dense.int8.quantize_linear_layers`; the caller checks the request first with
+    :func:`~siglip2_dense.int8.check_quantize`).
 
     Raises:
         CheckpointError: the checkpoint has no such tower, its files cannot be read (corrupt or
@@ -340,7 +346,7 @@ def load_tower(
                   for key, saved, expected in sorted(info["mismatched_keys"])]
         raise CheckpointError(f"checkpoint {name!r} has {tower}-tower weights shaped unlike its config.json: "
                               + "; ".join(shapes))
-    return model
+    return quantize_linear_layers(model, quantize)
 
 
 # --- 4. how its inputs are prepared --------------------------------------------------------------

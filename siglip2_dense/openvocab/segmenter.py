@@ -109,6 +109,7 @@ class OpenVocabSegmenter:
         size: int | Sequence[int] | None = None,
         gaussian_std: float = 5.0,
         batch_size: int = 8,
+        quantize: str | None = None,
     ) -> OpenVocabSegmenter:
         """Load both towers of a full SigLIP / SigLIP2 checkpoint and build the head.
 
@@ -116,12 +117,14 @@ class OpenVocabSegmenter:
             variant: ``"plain"``, ``"sclip"`` or ``"naclip"`` (see :mod:`siglip2_dense.heads.openvocab`).
             cache_dir: the text-embedding cache folder (default ``~/.cache/siglip2_dense/text``).
             gaussian_std: NACLIP's neighbourhood width in patches.
+            quantize: ``"int8"``: both towers with dynamic int8 linear layers, for CPU inference.
             Others: see the class.
         """
         from siglip2_dense.backbone.siglip import load_backbone
 
-        backbone = load_backbone(name_or_path, dtype=dtype, device=device, **BACKBONE_KWARGS)
-        text_encoder = TextEncoder.from_pretrained(name_or_path, device=device, dtype=dtype, cache_dir=cache_dir)
+        backbone = load_backbone(name_or_path, dtype=dtype, device=device, quantize=quantize, **BACKBONE_KWARGS)
+        text_encoder = TextEncoder.from_pretrained(name_or_path, device=device, dtype=dtype, cache_dir=cache_dir,
+                                                   quantize=quantize)
         head = OpenVocabHead.from_backbone(
             backbone, text_encoder.logit_scale, text_encoder.logit_bias, variant=variant, gaussian_std=gaussian_std
         )
