@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from siglip2_dense.errors import CheckpointError, MissingFileError
+from siglip2_dense.errors import CheckpointError, MissingFileError, RequestError
 from siglip2_dense.int8 import quantize_linear_layers
 
 logger = logging.getLogger(__name__)
@@ -305,8 +305,13 @@ def load_tower(
     dtype: torch.dtype,
     attn_implementation: str | None = None,
     quantize: str | None = None,
+    quantization_config: Any = None,
 ) -> nn.Module:
     """The ``"vision"`` or ``"text"`` tower of the checkpoint, every weight read from it.
+
+    ``quantization_config``: a transformers quantisation config (``BitsAndBytesConfig(load_in_4bit=True)``
+    as the SigLIP2 model page shows), passed to ``from_pretrained`` as it is; a missing package it needs
+    (bitsandbytes, accelerate) is a :class:`~siglip2_dense.errors.RequestError` naming it.
 
     ``quantize="int8"``: the tower's linear layers become dynamic int8 ones for CPU inference
     (:func:`siglip2_dense.int8.quantize_linear_layers`; the caller checks the request first with
@@ -331,9 +336,16 @@ def load_tower(
     kwargs: dict[str, Any] = {"dtype": dtype, "output_loading_info": True, "ignore_mismatched_sizes": True}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
+    if quantization_config is not None:
+        if quantize is not None:
+            raise RequestError(f"quantize={quantize!r} and a quantization_config: choose one")
+        kwargs["quantization_config"] = quantization_config
     try:
         with quiet_transformers():
             model, info = getattr(transformers, class_name).from_pretrained(source.location, **kwargs)
+    except ImportError as error:
+        raise RequestError(f"quantization_config={type(quantization_config).__name__} cannot load the {tower} "
+                           f"tower of {name!r}: {error}") from error
     except (OSError, ValueError) as error:
         raise CheckpointError(f"cannot load the {tower} tower of {name!r}: {error}") from error
     except SafetensorError as error:

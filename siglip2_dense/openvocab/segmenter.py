@@ -110,6 +110,8 @@ class OpenVocabSegmenter:
         gaussian_std: float = 5.0,
         batch_size: int = 8,
         quantize: str | None = None,
+        compile: bool = False,
+        quantization_config: Any = None,
     ) -> OpenVocabSegmenter:
         """Load both towers of a full SigLIP / SigLIP2 checkpoint and build the head.
 
@@ -118,13 +120,16 @@ class OpenVocabSegmenter:
             cache_dir: the text-embedding cache folder (default ``~/.cache/siglip2_dense/text``).
             gaussian_std: NACLIP's neighbourhood width in patches.
             quantize: ``"int8"``: both towers with dynamic int8 linear layers, for CPU inference.
+            compile: ``torch.compile`` the vision tower's blocks (see ``load_backbone``).
+            quantization_config: a transformers quantisation config (bitsandbytes 4 / 8 bit) for both towers.
             Others: see the class.
         """
         from siglip2_dense.backbone.siglip import load_backbone
 
-        backbone = load_backbone(name_or_path, dtype=dtype, device=device, quantize=quantize, **BACKBONE_KWARGS)
+        backbone = load_backbone(name_or_path, dtype=dtype, device=device, quantize=quantize, compile=compile,
+                                 quantization_config=quantization_config, **BACKBONE_KWARGS)
         text_encoder = TextEncoder.from_pretrained(name_or_path, device=device, dtype=dtype, cache_dir=cache_dir,
-                                                   quantize=quantize)
+                                                   quantize=quantize, quantization_config=quantization_config)
         head = OpenVocabHead.from_backbone(
             backbone, text_encoder.logit_scale, text_encoder.logit_bias, variant=variant, gaussian_std=gaussian_std
         )

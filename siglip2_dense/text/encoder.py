@@ -134,6 +134,7 @@ class TextEncoder(nn.Module):
         cache_dir: str | Path | None = None,
         batch_size: int = 64,
         quantize: str | None = None,
+        quantization_config: Any = None,
     ) -> TextEncoder:
         """Load the text tower, tokenizer, ``logit_scale`` and ``logit_bias`` of a full checkpoint.
 
@@ -144,6 +145,7 @@ class TextEncoder(nn.Module):
                 ``~/.cache/siglip2_dense/text`` (or ``$SIGLIP2_DENSE_CACHE/text``).
             quantize: ``"int8"``: dynamic int8 linear layers for CPU inference (:mod:`siglip2_dense.int8`);
                 its embeddings are cached apart from float32 ones.
+            quantization_config: a transformers quantisation config passed to ``from_pretrained``.
 
         Raises:
             MissingFileError, CheckpointError: as :func:`siglip2_dense.towers.locate_checkpoint` and
@@ -155,7 +157,8 @@ class TextEncoder(nn.Module):
         dtype = default_dtype(device) if dtype is None else dtype
         check_quantize(quantize, device, dtype)
         source = locate_checkpoint(name_or_path)
-        text_model = load_tower(source, read_config(source), "text", dtype=dtype, quantize=quantize)
+        text_model = load_tower(source, read_config(source), "text", dtype=dtype, quantize=quantize,
+                                quantization_config=quantization_config)
         tokenizer = load_tokenizer(source)
         files = weight_files(source.location)
         scalars = {}
