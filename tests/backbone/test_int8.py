@@ -125,3 +125,14 @@ def test_int8_keeps_demo_zero_shot_accuracy_and_open_vocabulary_miou(demo_segmen
     assert accuracy[None] >= 90.0  # the float32 figure is the known answer this is measured against
     assert abs(accuracy["int8"] - accuracy[None]) <= 1.0
     assert abs(miou["int8"] - miou[None]) <= 1.0
+
+
+def test_segment_tool_takes_quantize_int8(tmp_path):
+    import runpy
+    from pathlib import Path
+
+    example = sorted((Path(DEMO_CHECKPOINT).parent / "examples").glob("*.png"))[0]
+    main = runpy.run_path(str(Path(DEMO_CHECKPOINT).parents[1] / "tools" / "segment.py"))["main"]
+    code = main([str(example), "--labels", "circle; square; background", "--model", str(DEMO_CHECKPOINT),
+                 "--quantize", "int8", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0 and any((tmp_path / "out").iterdir())
