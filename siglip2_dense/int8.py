@@ -12,7 +12,7 @@ Why PyTorch's and not torchao: on the AVX2 (no VNNI) CPUs this was measured on, 
 needs no extra package. ``torch.ao.quantization`` warns that it is deprecated; the warning is silenced
 here, and a PyTorch without it gives a :class:`~siglip2_dense.errors.RequestError` naming the cause.
 
-Shared by the vision tower (:mod:`siglip2_dense.towers`) and the text tower, which must not import each other.
+Shared by the vision tower (``load_backbone``) and the text tower (``TextEncoder``), which must not import each other.
 """
 
 from __future__ import annotations
@@ -27,10 +27,14 @@ from siglip2_dense.errors import RequestError
 QUANTIZE_CHOICES = ("int8",)
 
 
-def check_quantize(quantize: str | None, device: torch.device, dtype: torch.dtype, freeze: bool = True) -> None:
+def check_quantize(
+    quantize: str | None, device: torch.device, dtype: torch.dtype, freeze: bool = True, quantization_config: object = None
+) -> None:
     """Refuse a ``quantize`` request the CPU int8 path cannot honour, naming the value and the choices."""
     if quantize is None:
         return
+    if quantization_config is not None:
+        raise RequestError(f"quantize={quantize!r} and a quantization_config: choose one")
     if quantize not in QUANTIZE_CHOICES:
         raise RequestError(f"quantize={quantize!r}; expected None or one of {QUANTIZE_CHOICES}")
     if not freeze:

@@ -43,7 +43,6 @@ import torch
 from torch import nn
 
 from siglip2_dense.errors import CheckpointError, MissingFileError, RequestError
-from siglip2_dense.int8 import quantize_linear_layers
 
 logger = logging.getLogger(__name__)
 
@@ -304,7 +303,6 @@ def load_tower(
     tower: str,
     dtype: torch.dtype,
     attn_implementation: str | None = None,
-    quantize: str | None = None,
     quantization_config: Any = None,
 ) -> nn.Module:
     """The ``"vision"`` or ``"text"`` tower of the checkpoint, every weight read from it.
@@ -313,9 +311,6 @@ def load_tower(
     as the SigLIP2 model page shows), passed to ``from_pretrained`` as it is; a missing package it needs
     (bitsandbytes, accelerate) is a :class:`~siglip2_dense.errors.RequestError` naming it.
 
-    ``quantize="int8"``: the tower's linear layers become dynamic int8 ones for CPU inference
-    (:func:`siglip2_dense.int8.quantize_linear_layers`; the caller checks the request first with
-    :func:`~siglip2_dense.int8.check_quantize`).
 
     Raises:
         CheckpointError: the checkpoint has no such tower, its files cannot be read (corrupt or
@@ -337,8 +332,6 @@ def load_tower(
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
     if quantization_config is not None:
-        if quantize is not None:
-            raise RequestError(f"quantize={quantize!r} and a quantization_config: choose one")
         kwargs["quantization_config"] = quantization_config
     try:
         with quiet_transformers():
@@ -358,7 +351,7 @@ def load_tower(
                   for key, saved, expected in sorted(info["mismatched_keys"])]
         raise CheckpointError(f"checkpoint {name!r} has {tower}-tower weights shaped unlike its config.json: "
                               + "; ".join(shapes))
-    return quantize_linear_layers(model, quantize)
+    return model
 
 
 # --- 4. how its inputs are prepared --------------------------------------------------------------

@@ -28,7 +28,7 @@ from siglip2_dense.backbone.layer_indices import resolve_layer_indices
 from siglip2_dense.backbone.preprocess import fixres_inputs, images_to_arrays, naflex_inputs
 from siglip2_dense.devices import default_dtype, resolve_device
 from siglip2_dense.errors import CheckpointError, RequestError
-from siglip2_dense.int8 import check_quantize
+from siglip2_dense.int8 import check_quantize, quantize_linear_layers
 from siglip2_dense.towers import load_image_processor, load_tower, locate_checkpoint, read_config
 
 __all__ = ["Backbone", "DenseFeatures", "load_backbone", "tokens_to_grid"]
@@ -275,7 +275,7 @@ def load_backbone(
     """
     device = resolve_device(device)
     dtype = default_dtype(device) if dtype is None else dtype
-    check_quantize(quantize, device, dtype, freeze=freeze and tune_last_blocks == 0)
+    check_quantize(quantize, device, dtype, freeze and tune_last_blocks == 0, quantization_config)
     if name_or_path.startswith("timm:"):
         if quantize is not None or quantization_config is not None:
             raise RequestError(f"quantize / quantization_config are for SigLIP / SigLIP2 towers, not {name_or_path!r}")
@@ -288,7 +288,8 @@ def load_backbone(
     source = locate_checkpoint(name_or_path)
     config = read_config(source)
     model = load_tower(source, config, "vision", dtype=dtype, attn_implementation=attn_implementation or "sdpa",
-                       quantize=quantize, quantization_config=quantization_config)
+                       quantization_config=quantization_config)
+    quantize_linear_layers(model, quantize)
     processor = load_image_processor(source, config)
     backbone = Backbone(
         model, processor, layers=layers, norm=norm, freeze=freeze, tune_last_blocks=tune_last_blocks,

@@ -32,7 +32,7 @@ from torch import nn
 
 from siglip2_dense.devices import default_dtype, resolve_device
 from siglip2_dense.errors import CheckpointError, RequestError
-from siglip2_dense.int8 import check_quantize, quantized_as
+from siglip2_dense.int8 import check_quantize, quantize_linear_layers, quantized_as
 from siglip2_dense.text.checkpoint_files import files_fingerprint, read_tensor, tokenizer_files, weight_files
 from siglip2_dense.text.embedding_cache import EmbeddingCache, cache_key, default_cache_dir
 from siglip2_dense.text.prompts import canonicalize_text, fill_templates, parse_labels, resolve_templates
@@ -155,10 +155,11 @@ class TextEncoder(nn.Module):
         """
         device = resolve_device(device)
         dtype = default_dtype(device) if dtype is None else dtype
-        check_quantize(quantize, device, dtype)
+        check_quantize(quantize, device, dtype, quantization_config=quantization_config)
         source = locate_checkpoint(name_or_path)
-        text_model = load_tower(source, read_config(source), "text", dtype=dtype, quantize=quantize,
+        text_model = load_tower(source, read_config(source), "text", dtype=dtype,
                                 quantization_config=quantization_config)
+        quantize_linear_layers(text_model, quantize)
         tokenizer = load_tokenizer(source)
         files = weight_files(source.location)
         scalars = {}
