@@ -44,15 +44,27 @@ def predict_whole(fn: PredictFn, image: Tensor) -> Tensor:
     return resize_logits(fn(image), image.shape[-2:])
 
 
+def slide_window_intervals(length: int, crop: int, stride: int) -> list[tuple[int, int]]:
+    """The ``(start, end)`` window intervals along one axis of mmseg's ``slide_inference`` (end exclusive).
+
+    ``grids = max(length - crop + stride - 1, 0) // stride + 1``; interval ``i`` ends at
+    ``min(i * stride + crop, length)`` and starts ``crop`` before that where the image allows.
+    """
+    grids = max(length - crop + stride - 1, 0) // stride + 1
+    ends = [min(i * stride + crop, length) for i in range(grids)]
+    return [(max(end - crop, 0), end) for end in ends]
+
+
 def slide_window_boxes(
     height: int, width: int, crop: Sequence[int] = (512, 512), stride: Sequence[int] = (341, 341)
 ) -> list[tuple[int, int, int, int]]:
-    """The windows of mmseg's ``slide_inference``, as ``(y1, y2, x1, x2)`` (end exclusive).
+    """The windows of mmseg's ``slide_inference``, as ``(y1, y2, x1, x2)`` (end exclusive), rows first.
 
     ``h_grids = max(H - crop_h + stride_h - 1, 0) // stride_h + 1`` (same for width); window
     ``(i, j)`` starts at ``(i * stride_h, j * stride_w)``, is cut at the image border and then moved
     back so that it keeps the crop size where the image allows (``y1 = max(y2 - crop_h, 0)``). An image
-    smaller than the crop gets one window, the whole image.
+    smaller than the crop gets one window, the whole image. The windows are every row interval of
+    :func:`slide_window_intervals` crossed with every column interval.
     """
     crop_h, crop_w = _pair(crop, "crop")
     stride_h, stride_w = _pair(stride, "stride")
@@ -60,15 +72,9 @@ def slide_window_boxes(
         raise RequestError(
             f"stride {(stride_h, stride_w)} larger than crop {(crop_h, crop_w)} would leave gaps"
         )
-    h_grids = max(height - crop_h + stride_h - 1, 0) // stride_h + 1
-    w_grids = max(width - crop_w + stride_w - 1, 0) // stride_w + 1
-    boxes = []
-    for h_idx in range(h_grids):
-        for w_idx in range(w_grids):
-            y2 = min(h_idx * stride_h + crop_h, height)
-            x2 = min(w_idx * stride_w + crop_w, width)
-            boxes.append((max(y2 - crop_h, 0), y2, max(x2 - crop_w, 0), x2))
-    return boxes
+    rows = slide_window_intervals(height, crop_h, stride_h)
+    columns = slide_window_intervals(width, crop_w, stride_w)
+    return [(y1, y2, x1, x2) for y1, y2 in rows for x1, x2 in columns]
 
 
 def slide_window(

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from siglip2_dense.errors import CheckpointError, MissingFileError
+from siglip2_dense.errors import CheckpointError, MissingFileError, RequestError
 
 logger = logging.getLogger(__name__)
 
@@ -307,8 +307,13 @@ def load_tower(
     tower: str,
     dtype: torch.dtype,
     attn_implementation: str | None = None,
+    quantization_config: Any = None,
 ) -> nn.Module:
     """The ``"vision"`` or ``"text"`` tower of the checkpoint, every weight read from it.
+
+    ``quantization_config``: a transformers quantisation config (``BitsAndBytesConfig(load_in_4bit=True)``
+    as the SigLIP2 model page shows), passed to ``from_pretrained`` as it is; a missing package it needs
+    (bitsandbytes, accelerate) is a :class:`~siglip2_dense.errors.RequestError` naming it.
 
     Raises:
         CheckpointError: the checkpoint has no such tower, its files cannot be read (corrupt or
@@ -322,7 +327,7 @@ def load_tower(
             f"checkpoint {source.name_or_path!r} is a {config.model_type!r} (vision tower only) and has no {tower} "
             "tower; open-vocabulary use needs the full siglip / siglip2 checkpoint"
         )
-    return load_pretrained(source, class_name, f"{tower} tower", dtype, attn_implementation)
+    return load_pretrained(source, class_name, f"{tower} tower", dtype, attn_implementation, quantization_config)
 
 
 def load_pretrained(
@@ -331,10 +336,12 @@ def load_pretrained(
     what: str,
     dtype: torch.dtype,
     attn_implementation: str | None = None,
+    quantization_config: Any = None,
 ) -> nn.Module:
     """transformers' ``<class_name>.from_pretrained`` on the checkpoint, every weight read from it.
 
-    ``what`` names the part in messages (``"vision tower"``, ``"CLIP model"``).
+    ``what`` names the part in messages (``"vision tower"``, ``"CLIP model"``); ``quantization_config``
+    as :func:`load_tower` takes it.
 
     Raises:
         CheckpointError: the files cannot be read (corrupt or truncated weights included), or
@@ -347,9 +354,14 @@ def load_pretrained(
     kwargs: dict[str, Any] = {"dtype": dtype, "output_loading_info": True, "ignore_mismatched_sizes": True}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
     try:
         with quiet_transformers():
             model, info = getattr(transformers, class_name).from_pretrained(source.location, **kwargs)
+    except ImportError as error:
+        raise RequestError(f"quantization_config={type(quantization_config).__name__} cannot load the {what} "
+                           f"of {name!r}: {error}") from error
     except (OSError, ValueError) as error:
         raise CheckpointError(f"cannot load the {what} of {name!r}: {error}") from error
     except SafetensorError as error:

@@ -22,11 +22,13 @@ import torch
 from torch import nn
 
 from siglip2_dense.backbone.block_tuning import BlockTuning
+from siglip2_dense.backbone.compile import compile_blocks
 from siglip2_dense.backbone.features import DenseFeatures, grid_mask, tokens_to_grid
 from siglip2_dense.backbone.layer_indices import resolve_layer_indices
 from siglip2_dense.backbone.preprocess import fixres_inputs, images_to_arrays, naflex_inputs
 from siglip2_dense.devices import default_dtype, resolve_device
 from siglip2_dense.errors import CheckpointError, RequestError
+from siglip2_dense.int8 import check_quantize, quantize_linear_layers
 from siglip2_dense.towers import load_image_processor, load_tower, locate_checkpoint, read_config
 
 __all__ = ["Backbone", "DenseFeatures", "load_backbone", "tokens_to_grid"]
@@ -239,6 +241,9 @@ def load_backbone(
     device: str | torch.device | None = None,
     tune_last_blocks: int = 0,
     pretrained: bool = True,
+    quantize: str | None = None,
+    compile: bool = False,
+    quantization_config: Any = None,
 ) -> nn.Module:
     """Load a SigLIP / SigLIP2 vision tower (or ``"timm:<name>"``) as a dense backbone.
 
@@ -250,6 +255,13 @@ def load_backbone(
         attn_implementation: ``"eager"``, ``"sdpa"`` (default) or ``"flash_attention_2"``.
         device: where to put the tower (default: CPU).
         pretrained: timm only; False builds the architecture with random weights.
+        quantize: ``"int8"``: dynamic int8 linear layers in the blocks and the MAP head for CPU
+            inference of a frozen tower (:mod:`siglip2_dense.int8`; 1.4-1.9x faster than float32
+            on AVX2 CPUs); None: float32 as saved.
+        compile: True compiles each encoder block with ``torch.compile`` (inductor, one graph per input
+            shape; :mod:`siglip2_dense.backbone.compile`), equal to eager within 1e-5.
+        quantization_config: a transformers quantisation config passed through to ``from_pretrained``,
+            e.g. ``BitsAndBytesConfig(load_in_4bit=True)`` for a GPU (needs bitsandbytes and accelerate).
 
     Returns:
         A :class:`Backbone` (or :class:`~siglip2_dense.backbone.timm_vit.TimmBackbone`).
@@ -258,11 +270,15 @@ def load_backbone(
         MissingFileError: a path that does not exist (named with the nearest folder that does), or a
             hub id the hub does not know. CheckpointError: not a SigLIP / SigLIP2 checkpoint, files
             that cannot be read, missing weights, or a hub that cannot be reached with no cached
-            copy (see :func:`siglip2_dense.towers.locate_checkpoint`).
+            copy (see :func:`siglip2_dense.towers.locate_checkpoint`). RequestError: ``quantize`` on a
+            tuned tower, off the CPU, with a dtype other than float32, or on a timm backbone.
     """
     device = resolve_device(device)
     dtype = default_dtype(device) if dtype is None else dtype
+    check_quantize(quantize, device, dtype, freeze and tune_last_blocks == 0, quantization_config)
     if name_or_path.startswith("timm:"):
+        if quantize is not None or quantization_config is not None:
+            raise RequestError(f"quantize / quantization_config are for SigLIP / SigLIP2 towers, not {name_or_path!r}")
         from siglip2_dense.backbone.timm_vit import TimmBackbone
 
         return TimmBackbone.create(
@@ -271,10 +287,13 @@ def load_backbone(
         )
     source = locate_checkpoint(name_or_path)
     config = read_config(source)
-    model = load_tower(source, config, "vision", dtype=dtype, attn_implementation=attn_implementation or "sdpa")
+    model = load_tower(source, config, "vision", dtype=dtype, attn_implementation=attn_implementation or "sdpa",
+                       quantization_config=quantization_config)
+    quantize_linear_layers(model, quantize)
     processor = load_image_processor(source, config)
     backbone = Backbone(
         model, processor, layers=layers, norm=norm, freeze=freeze, tune_last_blocks=tune_last_blocks,
         name_or_path=name_or_path, checkpoint_dir=source.local_dir,
-    )
-    return backbone.to(device)
+    ).to(device)
+    compile_blocks(backbone.vision_model.encoder.layers, compile)
+    return backbone

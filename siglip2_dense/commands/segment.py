@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stride", type=int, default=341, help="sliding-window step in pixels (default 341)")
     parser.add_argument("--device", default=None, help="cpu (default), cuda (under torchrun: each process's GPU)")
     parser.add_argument("--cache-dir", default=None, help="text-embedding cache (default ~/.cache/siglip2_dense/text)")
+    parser.add_argument("--quantize", choices=["int8"], default=None,
+                        help="int8: dynamic int8 linear layers in both towers (CPU inference; see the README's Speed)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the vision tower's blocks")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--quiet", action="store_true", help="do not print each image's label shares")
     return parser
@@ -109,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
                 args.model, variant=args.variant, templates=args.templates, max_num_patches=args.max_num_patches,
                 background_threshold=args.threshold, device=context.device if args.device else None,
                 cache_dir=args.cache_dir, inference=args.inference, crop=(args.crop, args.crop),
-                stride=(args.stride, args.stride), batch_size=args.batch_size,
+                stride=(args.stride, args.stride), batch_size=args.batch_size, quantize=args.quantize,
+                compile=args.compile,
             )
             embedded = segmenter.encode_labels(labels)
             hidden = True if args.no_progress or not context.is_main else None  # None: a bar on terminals only

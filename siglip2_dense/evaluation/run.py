@@ -10,7 +10,7 @@ What ``tools/eval.py`` does, callable in-process::
 The validation split of ``config.data`` goes through the config's eval transform and
 ``config.eval`` protocol (whole / slide / native, TTA) as training's validation
 (:func:`siglip2_dense.evaluation.protocols.predict_image`; sliding-window segmentation streams the classes
-through :mod:`siglip2_dense.evaluation.slide_labels`, same labels, less memory traffic), or through
+through :mod:`siglip2_dense.evaluation.slide_labels`, the same scores as matrix products), or through
 :class:`~siglip2_dense.openvocab.segmenter.OpenVocabSegmenter` when the head is ``openvocab``
 (:mod:`siglip2_dense.evaluation.zero_shot`: a registered benchmark's resize, labels and background
 threshold); :func:`siglip2_dense.evaluation.loop.evaluate_images` does the
@@ -111,8 +111,8 @@ def dense_model_predictor(
     """``(image, size) -> prediction at size`` for a trained model under ``config.eval``'s protocol.
 
     Segmentation by sliding window without TTA streams the classes
-    (:func:`~siglip2_dense.evaluation.slide_labels.slide_window_labels`, the same labels with a fraction of the
-    memory traffic); everything else is training's validation path
+    (:func:`~siglip2_dense.evaluation.slide_labels.slide_window_labels`, the same scores composed into matrix
+    products, a fraction of the time); everything else is training's validation path
     (:func:`~siglip2_dense.evaluation.protocols.predict_image` on the model as a one-head grid) + :func:`from_scores`.
     """
     from siglip2_dense.evaluation.protocols import check_eval_config, predict_image

@@ -133,6 +133,9 @@ class OpenVocabSegmenter:
         pamr_iterations: int = 0,
         pamr_dilations: Sequence[int] = PAMR_DILATIONS,
         proxy: str | None = None,
+        quantize: str | None = None,
+        compile: bool = False,
+        quantization_config: Any = None,
     ) -> OpenVocabSegmenter:
         """Load both towers of a full SigLIP / SigLIP2 checkpoint and build the head.
 
@@ -142,12 +145,17 @@ class OpenVocabSegmenter:
             gaussian_std: NACLIP's neighbourhood width in patches.
             map_mlp: keep the MAP head's MLP step (None: the variant's default).
             proxy: ``proxyclip``: the proxy backbone to load (``"timm:vit_base_patch14_reg4_dinov2"``, ...).
+            quantize: ``"int8"``: both towers with dynamic int8 linear layers, for CPU inference.
+            compile: ``torch.compile`` the vision tower's blocks (see ``load_backbone``).
+            quantization_config: a transformers quantisation config (bitsandbytes 4 / 8 bit) for both towers.
             Others: see the class.
         """
         from siglip2_dense.backbone.siglip import load_backbone
 
-        backbone = load_backbone(name_or_path, dtype=dtype, device=device, **BACKBONE_KWARGS)
-        text_encoder = TextEncoder.from_pretrained(name_or_path, device=device, dtype=dtype, cache_dir=cache_dir)
+        backbone = load_backbone(name_or_path, dtype=dtype, device=device, quantize=quantize, compile=compile,
+                                 quantization_config=quantization_config, **BACKBONE_KWARGS)
+        text_encoder = TextEncoder.from_pretrained(name_or_path, device=device, dtype=dtype, cache_dir=cache_dir,
+                                                   quantize=quantize, quantization_config=quantization_config)
         head = OpenVocabHead.from_backbone(
             backbone, text_encoder.logit_scale, text_encoder.logit_bias, variant=variant, gaussian_std=gaussian_std,
             map_mlp=map_mlp,

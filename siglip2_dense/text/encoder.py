@@ -32,6 +32,7 @@ from torch import nn
 
 from siglip2_dense.devices import default_dtype, resolve_device
 from siglip2_dense.errors import CheckpointError, RequestError
+from siglip2_dense.int8 import check_quantize, quantize_linear_layers, quantized_as
 from siglip2_dense.text.checkpoint_files import files_fingerprint, read_tensor, tokenizer_files, weight_files
 from siglip2_dense.text.embedding_cache import EmbeddingCache, cache_key, default_cache_dir
 from siglip2_dense.text.prompts import canonicalize_text, fill_templates, parse_labels, resolve_templates
@@ -120,6 +121,7 @@ class TextEncoder(nn.Module):
         disk_dir = (default_cache_dir() if cache_dir is None else cache_dir) if self.checkpoint_files else None
         self.cache = EmbeddingCache(disk_dir)
         self._fingerprint: str | None = None
+        self.quantized = quantized_as(self.text_model)
         self._label_memo: OrderedDict[tuple[Any, ...], LabelEmbeddings] = OrderedDict()
 
     # --- loading ---------------------------------------------------------------------------
@@ -131,6 +133,8 @@ class TextEncoder(nn.Module):
         dtype: torch.dtype | None = None,
         cache_dir: str | Path | None = None,
         batch_size: int = 64,
+        quantize: str | None = None,
+        quantization_config: Any = None,
     ) -> TextEncoder:
         """Load the text tower, tokenizer, ``logit_scale`` and ``logit_bias`` of a full checkpoint.
 
@@ -139,16 +143,23 @@ class TextEncoder(nn.Module):
             device: where the tower runs (default CPU); dtype: default float32 on CPU, bf16 on CUDA.
             cache_dir: folder of the text-embedding cache (not the hub cache); default
                 ``~/.cache/siglip2_dense/text`` (or ``$SIGLIP2_DENSE_CACHE/text``).
+            quantize: ``"int8"``: dynamic int8 linear layers for CPU inference (:mod:`siglip2_dense.int8`);
+                its embeddings are cached apart from float32 ones.
+            quantization_config: a transformers quantisation config passed to ``from_pretrained``.
 
         Raises:
             MissingFileError, CheckpointError: as :func:`siglip2_dense.towers.locate_checkpoint` and
                 :func:`~siglip2_dense.towers.load_tower` raise them; also a checkpoint without a text
-                tower, a tokenizer, ``logit_scale`` or ``logit_bias``.
+                tower, a tokenizer, ``logit_scale`` or ``logit_bias``. RequestError: ``quantize`` off the
+                CPU or with a dtype other than float32.
         """
         device = resolve_device(device)
         dtype = default_dtype(device) if dtype is None else dtype
+        check_quantize(quantize, device, dtype, quantization_config=quantization_config)
         source = locate_checkpoint(name_or_path)
-        text_model = load_tower(source, read_config(source), "text", dtype=dtype)
+        text_model = load_tower(source, read_config(source), "text", dtype=dtype,
+                                quantization_config=quantization_config)
+        quantize_linear_layers(text_model, quantize)
         tokenizer = load_tokenizer(source)
         files = weight_files(source.location)
         scalars = {}
@@ -279,9 +290,10 @@ class TextEncoder(nn.Module):
         them) with ``templates``; the file is ``<cache_dir>/<namespace>/<key>.safetensors``."""
         fingerprint = self.fingerprint()
         dtype = str(next(self.text_model.parameters()).dtype)
-        namespace = cache_key({"checkpoint": fingerprint, "dtype": dtype})[:16]
+        weights = {"dtype": dtype} if self.quantized is None else {"dtype": dtype, "quantized": self.quantized}
+        namespace = cache_key({"checkpoint": fingerprint, **weights})[:16]
         key = cache_key({
-            "format": CACHE_FORMAT, "checkpoint": fingerprint, "dtype": dtype, "max_length": self.max_length,
+            "format": CACHE_FORMAT, "checkpoint": fingerprint, **weights, "max_length": self.max_length,
             "templates": list(resolve_templates(templates)), "texts": list(texts),
         })
         return namespace, key
