@@ -155,9 +155,9 @@ def test_data_dataset_takes_every_benchmark_and_builds_it_from_the_registry(data
     from siglip2_dense.build import build_dataset
     from siglip2_dense.data import PascalContext59Dataset
 
-    with pytest.raises(ConfigError, match=r"data.dataset='voc' is not a valid choice; valid choices: ade20k, nyu, "
-                                          r"folder, voc21, voc20, context60, context59, coco_object"):
-        load_config(table_config("voc21"), ["data.dataset=voc"])
+    with pytest.raises(ConfigError, match=r"data.dataset='vco21' is not a valid choice; valid choices: ade20k, nyu, "
+                                          r"folder, .*voc21, voc20, context60, context59, coco_object, coco_stuff"):
+        load_config(table_config("voc21"), ["data.dataset=vco21"])
     config = load_config(table_config("context59"), [f"data.root={data_root / table.DATA_FOLDERS['context59']}"])
     dataset = build_dataset(config, "train")
     assert type(dataset) is PascalContext59Dataset and dataset.split == "train" and len(dataset) == 6
