@@ -13,8 +13,12 @@ the training split, so ``num >= 2`` gives both (:mod:`~siglip2_dense.data.scene_
   the same under ``official_splits/test/`` for test, and the two BTS file lists in the root (the train
   list with BTS's leading ``/``), focal = the scene camera's.
 - ``nyu-mat``: ``nyu_depth_v2_labeled.mat`` (HDF5: ``images [N, 3, W, H]`` uint8, ``depths [N, W, H]``
-  float32 metres, ``labels [N, W, H]`` uint16 = synthetic class) and ``splits.mat`` (1-based
-  ``trainNdxs`` / ``testNdxs`` column vectors; MATLAB v5 via scipy when installed, else HDF5).
+  float32 metres, ``rawDepths`` the same with the sensor's holes (:func:`raw_depth_holes`: 0 there) and
+  every value past 10 m as it is, ``labels [N, W, H]`` uint16 = synthetic class) and ``splits.mat`` (1-based
+  ``trainNdxs`` / ``testNdxs`` column vectors; MATLAB v5 via scipy when installed, else HDF5); and the
+  probing lineage's normals files (:mod:`~siglip2_dense.data.nyu_normals`): ``all_normals.pklz`` (gzip
+  pickle of ``{"all_normals": [N, H, W, 3]}``, the scenes' exact normals) and ``{train,test}_SN40.json``
+  (``[{"img": "<1-based index>_synthetic"}, ...]``, the same split as ``splits.mat``).
 - ``folder``: ``images/<i:05d>.png``, ``masks/<i:05d>.png`` (synthetic class), ``class_names.txt``,
   for :class:`~siglip2_dense.data.folder.FolderSegmentationDataset` (all scenes, no split).
 - ``normals-folder``: ``{train,test}/images/<i:05d>.png``, ``normals/<i:05d>.png`` (the scene's exact normals,
@@ -31,7 +35,10 @@ Every file is written to a temporary name and renamed into place.
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,6 +48,7 @@ import numpy as np
 from siglip2_dense.data.image_io import write_png, write_rgb
 from siglip2_dense.data.normals_png import write_normals_png
 from siglip2_dense.data.nyu import BTS_DATA_DIRS, BTS_LIST_FILES, LABELED_MAT_FILE, SPLITS_MAT_FILE
+from siglip2_dense.data.nyu_normals import NORMALS_PKLZ_FILE, SN40_FILES
 from siglip2_dense.data.scene_splits import Size, is_evaluation_scene, iter_scenes
 from siglip2_dense.data.synthetic import CLASS_NAMES
 from siglip2_dense.data.write_cityscapes import write_cityscapes
@@ -98,11 +106,29 @@ def write_nyu_mat(out: str | os.PathLike, num: int, seed: int = 0, size: Size = 
     with atomic_output(root / LABELED_MAT_FILE) as tmp, h5py.File(tmp, "w") as mat:
         mat["images"] = np.stack([s.image.transpose(2, 1, 0) for _, s in scenes])  # [N, 3, W, H]
         mat["depths"] = np.stack([s.depth.T for _, s in scenes]).astype(np.float32)  # [N, W, H]
+        mat["rawDepths"] = np.stack([np.where(raw_depth_holes(i, s.depth.shape), 0, s.depth).T
+                                     for i, s in scenes]).astype(np.float32)
         mat["labels"] = np.stack([s.mask.T for _, s in scenes]).astype(np.uint16)  # [N, W, H]
     test = np.array([i + 1 for i, _ in scenes if is_evaluation_scene(i)], np.float64)[:, None]
     train = np.array([i + 1 for i, _ in scenes if not is_evaluation_scene(i)], np.float64)[:, None]
     write_splits_mat(root / SPLITS_MAT_FILE, train, test)
+    normals = {"all_normals": np.stack([s.normals for _, s in scenes]).astype(np.float32)}  # [N, H, W, 3]
+    write_bytes_atomic(root / NORMALS_PKLZ_FILE, gzip.compress(pickle.dumps(normals, protocol=2), mtime=0))
+    for split, indices in (("train", train), ("test", test)):
+        entries = [{"img": f"{int(i)}_synthetic"} for i in indices[:, 0]]
+        write_bytes_atomic(root / SN40_FILES[split], json.dumps(entries).encode())
     return root
+
+
+def raw_depth_holes(index: int, shape: tuple[int, int]) -> np.ndarray:
+    """``[H, W]`` bool: where scene ``index``'s ``rawDepths`` has no measurement (0), as the Kinect's holes:
+    a block of an eighth of each side, at a corner that moves with the index."""
+    height, width = shape
+    holes = np.zeros(shape, bool)
+    rows = slice(0, max(1, height // 8)) if index % 2 == 0 else slice(height - max(1, height // 8), height)
+    cols = slice(0, max(1, width // 8)) if index % 3 == 0 else slice(width - max(1, width // 8), width)
+    holes[rows, cols] = True
+    return holes
 
 
 def write_splits_mat(path: str | os.PathLike, train: np.ndarray, test: np.ndarray) -> None:
