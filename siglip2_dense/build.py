@@ -28,7 +28,8 @@ from siglip2_dense.head_grid import HeadGrid, layer_positions
 
 ItemTransform = Callable[[dict[str, Any]], dict[str, Any]]
 # the targets each configurable data set yields (data.dataset -> item keys)
-DATASET_TARGETS = {"ade20k": ("mask",), "folder": ("mask",), "nyu": ("depth",), "normals_folder": ("normals", "depth")}
+DATASET_TARGETS = {"ade20k": ("mask",), "folder": ("mask",), "nyu": ("depth", "normals"),
+                   "normals_folder": ("normals", "depth"), "voc": ("mask",), "navi": ("depth", "normals")}
 
 
 def resolve_training_device(device: str) -> torch.device:
@@ -168,14 +169,21 @@ def build_dataset(config: ExperimentConfig, split: str, transform: ItemTransform
         ADE20KDataset,
         FolderNormalsDataset,
         FolderSegmentationDataset,
+        NAVIDataset,
         NYUv2Dataset,
+        PascalVOCDataset,
     )
 
     data = config.data
     if data.dataset == "ade20k":
         dataset = ADE20KDataset(data.root, split=split, transform=transform)
     elif data.dataset == "nyu":
-        dataset = NYUv2Dataset(data.root, split=split, layout=data.nyu_layout, transform=transform)
+        dataset = NYUv2Dataset(data.root, split=split, layout=data.nyu_layout, transform=transform,
+                               normals=config.task == "normals")
+    elif data.dataset == "voc":
+        dataset = PascalVOCDataset(data.root, split=split, transform=transform)
+    elif data.dataset == "navi":
+        dataset = NAVIDataset(data.root, split=split, transform=transform)
     elif data.dataset == "normals_folder":
         dataset = FolderNormalsDataset(data.root, split=split, transform=transform)
     else:

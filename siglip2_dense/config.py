@@ -31,7 +31,7 @@ from siglip2_dense.errors import ConfigError, MissingFileError
 from siglip2_dense.files import write_text_atomic
 
 TASKS = ("segmentation", "depth", "normals")
-DATASETS = ("ade20k", "nyu", "folder", "normals_folder")
+DATASETS = ("ade20k", "nyu", "folder", "normals_folder", "voc", "navi")
 SCHEDULES = ("poly", "cosine")
 PRECISIONS = ("auto", "bf16", "fp32")
 EVAL_MODES = ("whole", "slide", "native")
@@ -86,7 +86,10 @@ class DataConfig:
     dataset: str = "ade20k"
     """``ade20k`` (root = ADEChallengeData2016), ``nyu`` (BTS or .mat layout), ``folder``
     (root/<split>/images, root/<split>/masks, root/class_names.txt), ``normals_folder``
-    (root/<split>/{images,normals[,depth]}, :class:`~siglip2_dense.data.FolderNormalsDataset`)."""
+    (root/<split>/{images,normals[,depth]}, :class:`~siglip2_dense.data.FolderNormalsDataset`), ``voc``
+    (root = VOCdevkit/VOC2012, VOC21; split ``train_aug`` = mmsegmentation's augmented set), ``navi`` (root =
+    navi_v1, :class:`~siglip2_dense.data.NAVIDataset`: depth and normals). ``nyu`` with ``task: normals``
+    reads the labeled .mat's normals (``nyu_layout: mat``, :mod:`~siglip2_dense.data.nyu_normals`)."""
     root: str = MISSING
     """The data set folder."""
     train_split: str = "training"

@@ -24,6 +24,11 @@ the training split, so ``num >= 2`` gives both (:mod:`~siglip2_dense.data.scene_
 - ``normals-folder``: ``{train,test}/images/<i:05d>.png``, ``normals/<i:05d>.png`` (the scene's exact normals,
   RGB-encoded, :mod:`~siglip2_dense.data.normals_png`) and ``depth/<i:05d>.png`` (uint16 mm), for
   :class:`~siglip2_dense.data.normals_folder.FolderNormalsDataset`.
+- ``navi``: ``navi_v1/object_<i//4:03d>/{multiview-00-synthetic,wild_set,multiview-01-synthetic}/`` (scene
+  ``i % 4`` = 0, 1 or 3, 2) with ``images/<i:03d>.jpg``, ``depth/<i:03d>.png`` (NAVI's encoded disparity,
+  :func:`~siglip2_dense.data.navi.encode_navi_depth`, on the shapes only: NAVI's depth covers its object)
+  and ``annotations.json`` (filename, camera q / t / focal_length / camera_model, image_size, split), for
+  :class:`~siglip2_dense.data.navi.NAVIDataset`: the wild sets (scenes ``i % 4`` in 1, 3) are its test split.
 - ``voc``, ``context``: ``VOCdevkit/VOC2012`` / ``VOCdevkit/VOC2010`` (:mod:`~siglip2_dense.data.write_pascal`).
 - ``cocostuff``, ``cocoobject``: ``coco_stuff164k`` with raw and converted label maps, COCO-Object's
   ``_instanceTrainIds`` PNGs and ``instances_<split>.json`` (:mod:`~siglip2_dense.data.write_coco`).
@@ -46,6 +51,7 @@ import h5py
 import numpy as np
 
 from siglip2_dense.data.image_io import write_png, write_rgb
+from siglip2_dense.data.navi import encode_navi_depth
 from siglip2_dense.data.normals_png import write_normals_png
 from siglip2_dense.data.nyu import BTS_DATA_DIRS, BTS_LIST_FILES, LABELED_MAT_FILE, SPLITS_MAT_FILE
 from siglip2_dense.data.nyu_normals import NORMALS_PKLZ_FILE, SN40_FILES
@@ -57,7 +63,7 @@ from siglip2_dense.data.write_pascal import write_context, write_voc
 from siglip2_dense.errors import RequestError
 from siglip2_dense.files import atomic_output, write_bytes_atomic
 
-FORMATS = ("ade20k", "nyu-bts", "nyu-mat", "folder", "normals-folder", "voc", "context", "cocostuff", "cocoobject", "cityscapes")
+FORMATS = ("ade20k", "nyu-bts", "nyu-mat", "folder", "normals-folder", "navi", "voc", "context", "cocostuff", "cocoobject", "cityscapes")
 
 
 def write_ade20k(
@@ -168,6 +174,29 @@ def write_normals_folder(
     return root
 
 
+NAVI_COLLECTIONS = ("multiview-00-synthetic", "wild_set", "multiview-01-synthetic", "wild_set")
+
+
+def write_navi(out: str | os.PathLike, num: int, seed: int = 0, size: Size | Sequence[Size] = (64, 64)) -> Path:
+    """Write ``num`` scenes as ``out/navi_v1`` (the layout of google/navi's README); return that folder."""
+    root = Path(out) / "navi_v1"
+    annotations: dict[Path, list[dict]] = {}
+    for index, scene in iter_scenes(num, seed, size):
+        collection = root / f"object_{index // 4:03d}" / NAVI_COLLECTIONS[index % 4]
+        write_rgb(collection / "images" / f"{index:03d}.jpg", scene.image)
+        write_png(collection / "depth" / f"{index:03d}.png", encode_navi_depth(np.where(scene.mask > 0, scene.depth, 0)))
+        annotations.setdefault(collection, []).append({
+            "object_id": collection.parent.name, "filename": f"{index:03d}.jpg",
+            "camera": {"q": [1.0, 0.0, 0.0, 0.0], "t": [0.0, 0.0, 0.0], "focal_length": float(scene.focal),
+                       "camera_model": "synthetic"},
+            "image_size": [int(scene.image.shape[0]), int(scene.image.shape[1])],
+            "scene_name": NAVI_COLLECTIONS[index % 4], "split": "val" if index % 8 >= 4 else "train",
+        })
+    for collection, entries in annotations.items():
+        write_bytes_atomic(collection / "annotations.json", json.dumps(entries, indent=1).encode())
+    return root
+
+
 def depth_to_millimetres(depth: np.ndarray) -> np.ndarray:
     """``[H, W]`` float metres -> ``[H, W]`` uint16 millimetres, rounded (0 stays 0 = invalid)."""
     return np.clip(np.round(depth * 1000.0), 0, np.iinfo(np.uint16).max).astype(np.uint16)
@@ -179,7 +208,7 @@ def _write_class_names(path: Path) -> None:
 
 WRITERS = {
     "ade20k": write_ade20k, "nyu-bts": write_nyu_bts, "nyu-mat": write_nyu_mat, "folder": write_folder,
-    "normals-folder": write_normals_folder,
+    "normals-folder": write_normals_folder, "navi": write_navi,
     "voc": write_voc, "context": write_context, "cocostuff": write_cocostuff, "cocoobject": write_cocoobject,
     "cityscapes": write_cityscapes,
 }  # fmt: skip
