@@ -27,7 +27,8 @@ from siglip2_dense.head_grid import HeadGrid, layer_positions
 
 ItemTransform = Callable[[dict[str, Any]], dict[str, Any]]
 # the targets each configurable data set yields (data.dataset -> item keys)
-DATASET_TARGETS = {"ade20k": ("mask",), "folder": ("mask",), "nyu": ("depth",), "normals_folder": ("normals", "depth")}
+DATASET_TARGETS = {"ade20k": ("mask",), "folder": ("mask",), "nyu": ("depth", "normals"),
+                   "normals_folder": ("normals", "depth"), "voc": ("mask",), "navi": ("depth", "normals")}
 
 
 def resolve_training_device(device: str) -> torch.device:
@@ -165,7 +166,13 @@ def build_eval_transform(config: ExperimentConfig) -> ItemTransform:
 
 def build_dataset(config: ExperimentConfig, split: str, transform: ItemTransform | None = None) -> Dataset:
     """One split of ``config.data.dataset`` under ``config.data.root``, with ``transform`` (or none)."""
-    from siglip2_dense.data import ADE20KDataset, FolderNormalsDataset, NYUv2Dataset
+    from siglip2_dense.data import (
+        ADE20KDataset,
+        FolderNormalsDataset,
+        NAVIDataset,
+        NYUv2Dataset,
+        PascalVOCDataset,
+    )
     from siglip2_dense.data.benchmarks import build_benchmark_split, is_benchmark
     from siglip2_dense.data.folder import open_folder_split
 
@@ -173,7 +180,12 @@ def build_dataset(config: ExperimentConfig, split: str, transform: ItemTransform
     if data.dataset == "ade20k":
         dataset = ADE20KDataset(data.root, split=split, transform=transform)
     elif data.dataset == "nyu":
-        dataset = NYUv2Dataset(data.root, split=split, layout=data.nyu_layout, transform=transform)
+        dataset = NYUv2Dataset(data.root, split=split, layout=data.nyu_layout, transform=transform,
+                               normals=config.task == "normals")
+    elif data.dataset == "voc":
+        dataset = PascalVOCDataset(data.root, split=split, transform=transform)
+    elif data.dataset == "navi":
+        dataset = NAVIDataset(data.root, split=split, transform=transform)
     elif data.dataset == "normals_folder":
         dataset = FolderNormalsDataset(data.root, split=split, transform=transform)
     elif is_benchmark(data.dataset):  # voc21, context59, ...: the open-vocabulary benchmark registry

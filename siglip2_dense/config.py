@@ -31,7 +31,7 @@ from siglip2_dense.errors import ConfigError, MissingFileError
 from siglip2_dense.files import write_text_atomic
 
 TASKS = ("segmentation", "depth", "normals")
-DATASETS = ("ade20k", "nyu", "folder", "normals_folder")
+DATASETS = ("ade20k", "nyu", "folder", "normals_folder", "voc", "navi")
 SCHEDULES = ("poly", "cosine", "warmup_one_cycle_cosine")
 BETA1_SCHEDULES = ("none", "mmcv_one_cycle", "warmup_one_cycle")
 LOSS_AVERAGES = ("labelled_pixels", "all_pixels")
@@ -90,8 +90,12 @@ class DataConfig:
     dataset: str = "ade20k"
     """``ade20k`` (root = ADEChallengeData2016), ``nyu`` (BTS or .mat layout), ``folder``
     (root/class_names.txt and root/<split>/{images,masks}, or root/{images,masks} + root/<split>.txt), ``normals_folder``
-    (root/<split>/{images,normals[,depth]}, :class:`~siglip2_dense.data.FolderNormalsDataset`), or an open-vocabulary
-    benchmark of ``siglip2_dense.data.benchmarks.BENCHMARKS`` (``voc21``, ``context59``, ...; root = its data set's folder)."""
+    (root/<split>/{images,normals[,depth]}, :class:`~siglip2_dense.data.FolderNormalsDataset`), ``voc``
+    (root = VOCdevkit/VOC2012, VOC21; split ``train_aug`` = mmsegmentation's augmented set), ``navi`` (root =
+    navi_v1, :class:`~siglip2_dense.data.NAVIDataset`: depth and normals), or an open-vocabulary benchmark of
+    ``siglip2_dense.data.benchmarks.BENCHMARKS`` (``voc21``, ``context59``, ...; root = its data set's folder).
+    ``nyu`` with ``task: normals`` reads the labeled .mat's normals (``nyu_layout: mat``,
+    :mod:`~siglip2_dense.data.nyu_normals`)."""
     root: str = MISSING
     """The data set folder."""
     train_split: str = "training"

@@ -14,6 +14,9 @@ A key is an experiment key (``section.field``; ``head.args.<name>`` with the hea
 when the config leaves it out), a derived ``input.*`` fact (the pixels the backbone sees for a
 training crop and for an evaluation view, which a NaFlex patch budget may rescale), or a setting
 of the reference that the toolkit has no key for (its value in a config is then :data:`NO_KNOB`).
+A setting the reference never published is written as :data:`NOT_PUBLISHED` (with a comment saying so): no
+config can match it, so every config of that protocol lists the key in ``deviations`` with the value it uses
+and where that value comes from (e.g. "not published; Probe3D's value used").
 An experiment declares ``protocol: <name>`` and ``deviations: {key: reason}``;
 :func:`protocol_problems` lists every key where the config's value differs from the protocol's and
 the key is not a listed deviation, every listed deviation that does not differ (stale), and every
@@ -36,8 +39,9 @@ from siglip2_dense.errors import ConfigError, MissingFileError
 from siglip2_dense.evaluation.protocols import eval_patch_budget
 
 NO_KNOB = "<no such setting in this toolkit>"
-# NYUv2 test images (Eigen split, BTS layout) are 480 x 640; evaluated whole
-EVAL_IMAGE_SIZES = {"nyu": (480, 640)}
+NOT_PUBLISHED = "<not published>"
+# NYUv2 test images (Eigen split, BTS layout) are 480 x 640; NAVI items are 512 x 512 (Probe3D's crop); evaluated whole
+EVAL_IMAGE_SIZES = {"nyu": (480, 640), "navi": (512, 512)}
 PATCH_IN_NAME = re.compile(r"patch(\d+)")
 
 

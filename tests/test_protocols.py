@@ -11,6 +11,7 @@ import pytest
 from siglip2_dense.config import load_config
 from siglip2_dense.config_protocols import (
     NO_KNOB,
+    NOT_PUBLISHED,
     effective_values,
     load_protocol,
     naflex_pixels,
@@ -20,13 +21,15 @@ from siglip2_dense.config_protocols import (
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOLS = ROOT / "configs" / "protocols"
-EXPERIMENTS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if not p.name.startswith("synthetic_"))
+EXPERIMENTS = sorted([*(p for p in (ROOT / "configs").glob("*.yaml") if not p.name.startswith("synthetic_")),
+                      *(ROOT / "configs" / "paper_table2").glob("*.yaml")])
 
 
 def test_every_protocol_file_loads_and_names_itself():
     names = sorted(p.stem for p in PROTOCOLS.glob("*.yaml"))
     assert names == ["dinov2_ade20k_linear", "dinov2_nyu_dpt", "dinov2_nyu_linear", "dinov3_ade20k_linear",
-                     "dinov3_nyu_linear"]
+                     "dinov3_nyu_linear", "tips_siglip2_depth_dpt", "tips_siglip2_depth_linear",
+                     "tips_siglip2_normals_dpt", "tips_siglip2_seg_linear"]
     for name in names:
         protocol = load_protocol(name, PROTOCOLS)
         assert protocol.values and protocol.expected and protocol.reference
@@ -78,3 +81,27 @@ def test_naflex_pixels_reproduce_the_audit_figures():
     assert naflex_pixels((480, 640), 16, 1024) == [432, 576]
     assert naflex_pixels((416, 544), 16, 884) == [416, 544]
     assert naflex_pixels((480, 640), 16, 1200) == [480, 640]
+
+
+PAPER_COLUMNS = sorted((ROOT / "configs" / "paper_table2").glob("*.yaml"))
+
+
+def test_paper_table2_has_every_column_for_every_backbone():
+    stems = {p.stem for p in PAPER_COLUMNS}
+    for column in ("pascal_linear", "ade20k_linear", "nyu_depth_dpt", "nyu_depth_bins", "navi_depth_dpt",
+                   "nyu_normals_dpt", "navi_normals_dpt"):
+        for backbone in ("so14-224", "so14-384", "b16-naflex"):
+            assert f"{column}_siglip2-{backbone}" in stems
+
+
+@pytest.mark.parametrize("path", PAPER_COLUMNS, ids=lambda p: p.stem)
+def test_every_unpublished_setting_is_a_deviation_that_names_its_source(path):
+    config = load_config(path)
+    protocol = load_protocol(config.protocol, PROTOCOLS)
+    assert config.protocol.startswith("tips_siglip2_")
+    unpublished = [key for key, value in protocol.values.items() if value == NOT_PUBLISHED]
+    assert unpublished, "the TIPS / SigLIP2 protocol leaves its training settings unpublished"
+    for key in unpublished:
+        reason = config.deviations[key]
+        assert reason.startswith("not published; ") and ("Probe3D" in reason or "DINOv2" in reason
+                                                         or "resolution" in reason or "slid" in reason), (key, reason)

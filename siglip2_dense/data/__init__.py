@@ -26,6 +26,7 @@ from siglip2_dense.data.coco_object import COCOObjectDataset
 from siglip2_dense.data.coco_stuff import COCOStuffDataset
 from siglip2_dense.data.collate import collate_as_lists, collate_padded
 from siglip2_dense.data.folder import FolderSegmentationDataset
+from siglip2_dense.data.navi import NAVIDataset
 from siglip2_dense.data.normals_folder import FolderNormalsDataset
 from siglip2_dense.data.nyu import NYUv2Dataset
 from siglip2_dense.data.pascal_context import PascalContext59Dataset, PascalContextDataset
@@ -41,6 +42,7 @@ from siglip2_dense.data.voc import PascalVOC20Dataset, PascalVOCDataset
 from siglip2_dense.data.write_formats import write_synthetic
 
 __all__ = [
+    "NAVIDataset",
     "ADE20KDataset",
     "BENCHMARKS",
     "Benchmark",

@@ -19,6 +19,11 @@ labeled .mat) and ``list_file`` (splits.mat).
 
 Items: ``{"image": [H, W, 3] uint8 RGB, "depth": [H, W] float32 metres (0 = invalid), "path": str}``; for the
 mat layout ``path`` is ``"<labeled .mat>#<1-based index>"``.
+
+``normals=True`` (mat layout only): the probing lineage's NYUv2 normals (:mod:`~siglip2_dense.data.nyu_normals`):
+items add ``"normals": [H, W, 3]`` float32 (Ladicky's, from ``root/all_normals.npy`` or ``all_normals.pklz``),
+zero where ``rawDepths`` is not in (0, 10] m, and the split's images are those of ``root/<split>_SN40.json``
+(Probe3D's), not ``splits.mat``'s.
 """
 
 from __future__ import annotations
@@ -33,6 +38,15 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from siglip2_dense.data.image_io import read_rgb, read_unchanged
+from siglip2_dense.data.nyu_normals import (
+    NORMALS_NPY_FILE,
+    NORMALS_PKLZ_FILE,
+    RAW_DEPTH_KEY,
+    SN40_FILES,
+    nyu_normals_item,
+    open_normals,
+    read_sn40_indices,
+)
 from siglip2_dense.errors import DataError, MissingFileError, RequestError
 from siglip2_dense.files import read_text_file
 
@@ -56,6 +70,8 @@ class NYUv2Dataset(Dataset):
         list_file: the split file -- the BTS file list, or ``splits.mat`` -- when not at its default place.
         data_path: the BTS data folder the list's paths are relative to, or the labeled ``.mat`` file.
         transform: optional callable applied to each item dict.
+        normals: mat layout only: add Ladicky's normals (see the module docstring); the split comes from
+            ``<split>_SN40.json`` in ``root``.
     """
 
     def __init__(
@@ -66,6 +82,7 @@ class NYUv2Dataset(Dataset):
         list_file: str | os.PathLike | None = None,
         data_path: str | os.PathLike | None = None,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        normals: bool = False,
     ) -> None:
         if split not in NYU_SPLITS:
             raise RequestError(f"unknown NYUv2 split {split!r}; valid choices: {', '.join(NYU_SPLITS)}")
@@ -75,6 +92,10 @@ class NYUv2Dataset(Dataset):
         self.split = split
         self.layout = layout
         self.transform = transform
+        self.normals = bool(normals)
+        if self.normals and layout != "mat":
+            raise RequestError("NYUv2 normals come with the labeled .mat (layout='mat'): Ladicky's normals and "
+                               "rawDepths exist for its 1449 images only; the BTS layout has none")
         if layout == "bts":
             self.list_file = Path(list_file) if list_file else self.root / BTS_LIST_FILES[split]
             self.data_dir = Path(data_path) if data_path else self.root / BTS_DATA_DIRS[split]
@@ -82,8 +103,16 @@ class NYUv2Dataset(Dataset):
         else:
             self.list_file = Path(list_file) if list_file else self.root / SPLITS_MAT_FILE
             self.mat_file = Path(data_path) if data_path else self.root / LABELED_MAT_FILE
-            count = _check_labeled_mat(self.mat_file)
-            self.indices = _read_split_indices(self.list_file, split, count)
+            count = _check_labeled_mat(self.mat_file, need_raw_depths=self.normals)
+            if self.normals:
+                self.indices = read_sn40_indices(self.root / SN40_FILES[split], count)
+                self._normals: np.ndarray | None = None
+                shape = _normals_shape(self.root)
+                if shape is not None and (shape[0] != count or shape[1:3] != _mat_image_size(self.mat_file)):
+                    raise DataError(f"{self.root}: the normals hold {shape[0]} maps of {shape[1]}x{shape[2]}; "
+                                    f"expected {count} of {_mat_image_size(self.mat_file)} as {self.mat_file}")
+            else:
+                self.indices = _read_split_indices(self.list_file, split, count)
             self._mat: h5py.File | None = None
 
     def __len__(self) -> int:
@@ -110,12 +139,24 @@ class NYUv2Dataset(Dataset):
         matlab_index = int(self.indices[index])
         image = np.ascontiguousarray(self._mat["images"][matlab_index - 1].transpose(2, 1, 0))
         depth = np.ascontiguousarray(self._mat["depths"][matlab_index - 1].T, dtype=np.float32)
-        return {"image": image, "depth": depth, "path": f"{self.mat_file}#{matlab_index}"}
+        item = {"image": image, "depth": depth, "path": f"{self.mat_file}#{matlab_index}"}
+        if self.normals:
+            if self._normals is None:  # read lazily, once per process
+                self._normals = open_normals(self.root)
+            raw = np.asarray(self._mat[RAW_DEPTH_KEY][matlab_index - 1].T, dtype=np.float32)
+            normals = self._normals[matlab_index - 1]
+            if normals.shape[:2] != image.shape[:2]:
+                raise DataError(f"{self.root}: normal map {matlab_index} is {normals.shape[0]}x{normals.shape[1]}, "
+                                f"its image {image.shape[0]}x{image.shape[1]}; they must be equal")
+            item["normals"] = nyu_normals_item(normals, raw)
+        return item
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         if "_mat" in state:
             state["_mat"] = None  # an open HDF5 handle cannot cross a process boundary
+        if "_normals" in state:
+            state["_normals"] = None  # read again in each worker (memory-mapped .npy: cheap)
         return state
 
 
@@ -155,14 +196,32 @@ def _read_bts_list(list_file: Path, data_dir: Path) -> list[tuple[Path, Path]]:
     return samples
 
 
-def _check_labeled_mat(mat_file: Path) -> int:
-    """Check the labeled .mat holds ``images [N, 3, W, H]`` uint8 and ``depths [N, W, H]``; return N."""
+def _normals_shape(root: Path) -> tuple[int, ...] | None:
+    """The shape of ``root/all_normals.npy`` (read from its header), or None when only the pickle exists."""
+    npy = root / NORMALS_NPY_FILE
+    if not npy.is_file():
+        if not (root / NORMALS_PKLZ_FILE).is_file():
+            raise MissingFileError(f"NYUv2 normals not found: neither {npy} nor {root / NORMALS_PKLZ_FILE} "
+                                   "(FAIR's nyuv2_surfacenormal_metadata.zip, see probe3d data_processing/README.md)")
+        return None
+    return tuple(np.load(npy, mmap_mode="r", allow_pickle=False).shape)
+
+
+def _mat_image_size(mat_file: Path) -> tuple[int, int]:
+    with open_hdf5(mat_file) as mat:
+        _, _, width, height = mat["images"].shape
+    return height, width
+
+
+def _check_labeled_mat(mat_file: Path, need_raw_depths: bool = False) -> int:
+    """Check the labeled .mat holds ``images [N, 3, W, H]`` uint8 and ``depths [N, W, H]`` (and ``rawDepths``
+    when asked); return N."""
     if not mat_file.is_file():
         raise MissingFileError(f"NYUv2 labeled file not found: {mat_file}")
     if not h5py.is_hdf5(mat_file):
         raise DataError(f"{mat_file} is not an HDF5 (MATLAB v7.3) file; expected nyu_depth_v2_labeled.mat")
     with open_hdf5(mat_file) as mat:
-        missing = [key for key in ("images", "depths") if key not in mat]
+        missing = [key for key in ("images", "depths", *([RAW_DEPTH_KEY] if need_raw_depths else [])) if key not in mat]
         if missing:
             raise DataError(
                 f"{mat_file} has no {' / '.join(missing)} array; keys found: {sorted(mat.keys())}"
@@ -177,6 +236,9 @@ def _check_labeled_mat(mat_file: Path) -> int:
                 f"{mat_file}: 'depths' has shape {depths.shape}; expected [N, W, H] = "
                 f"{(images.shape[0], *images.shape[2:])} to match 'images' {images.shape}"
             )
+        if need_raw_depths and mat[RAW_DEPTH_KEY].shape != depths.shape:
+            raise DataError(f"{mat_file}: '{RAW_DEPTH_KEY}' has shape {mat[RAW_DEPTH_KEY].shape}; expected "
+                            f"{depths.shape} as 'depths'")
         return images.shape[0]
 
 

@@ -6,6 +6,18 @@
       JPEGImages/<name>.jpg
       SegmentationClass/<name>.png              palette PNG: index 0 = background, k = class k, 255 = void
       ImageSets/Segmentation/{train,val,trainval}.txt
+      SegmentationClassAug/<name>.png           split "train_aug" only: SBD's labels, grey 8-bit (0..20)
+      ImageSets/Segmentation/aug.txt            split "train_aug" only: the SBD images not in VOC train or val
+
+Split ``"train_aug"`` is the augmented training set as mmsegmentation reads it
+(open-mmlab/mmsegmentation ``configs/_base_/datasets/pascal_voc12_aug.py``: ``ann_dir=['SegmentationClass',
+'SegmentationClassAug']``, ``ann_file=['ImageSets/Segmentation/train.txt', 'ImageSets/Segmentation/aug.txt']``):
+VOC's ``train.txt`` with ``SegmentationClass`` labels, then ``aug.txt`` with ``SegmentationClassAug`` labels.
+Both files come from mmsegmentation's ``tools/dataset_converters/voc_aug.py`` (SBD ``dataset/cls/*.mat``
+``GTcls.Segmentation`` -> ``SegmentationClassAug/<name>.png``; ``aug.txt`` = SBD train + val minus VOC
+train and val, 10582 - 1464 = 9118 names; together 10582 images). That converter also writes
+``trainaug.txt`` (the 10582 names), read with ``SegmentationClassAug`` alone; the two readings differ only
+in which label file a VOC-train image takes, and this class follows the config.
 
 The label PNGs are read as palette indices (mmsegmentation's Pillow decoding), never as colours; 255
 marks the void boundaries around objects and is ignored.
@@ -36,10 +48,15 @@ from siglip2_dense.data.listed_pairs import (
     require_folders,
 )
 
-VOC_SPLITS = ("train", "val", "trainval")
+VOC_SPLITS = ("train", "val", "trainval", "train_aug")
+AUG_SPLIT_FILE, AUG_LABEL_DIR = "ImageSets/Segmentation/aug.txt", "SegmentationClassAug"
 VOC_DOCS = (
     "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/ (VOCtrainval_11-May-2012.tar); see mmsegmentation's "
     "docs/en/user_guides/2_dataset_prepare.md, 'Pascal VOC'"
+)
+AUG_DOCS = (
+    "; the augmented set: SBD (http://home.bharathh.info/pubs/codes/SBD/download.html) converted with "
+    "mmsegmentation's tools/dataset_converters/voc_aug.py, which writes SegmentationClassAug/ and aug.txt"
 )
 # mmsegmentation mmseg/datasets/voc.py, PascalVOCDataset METAINFO['palette'] (the VOC devkit's colour map)
 VOC_PALETTE = np.array(
@@ -55,7 +72,8 @@ class PascalVOCDataset(LabelledImageDataset):
 
     Args:
         root: the ``VOCdevkit/VOC2012`` folder.
-        split: ``"val"`` (1449 images, the benchmark), ``"train"`` or ``"trainval"``.
+        split: ``"val"`` (1449 images, the benchmark), ``"train"``, ``"trainval"``, or ``"train_aug"`` (10582
+            images: ``train`` plus SBD's ``aug.txt`` with ``SegmentationClassAug`` labels, as mmsegmentation).
         transform: optional callable applied to each item dict.
 
     Items: ``{"image": [H, W, 3] uint8, "mask": [H, W] uint8 (0..20, 255 = void), "path": str}``.
@@ -74,11 +92,18 @@ class PascalVOCDataset(LabelledImageDataset):
     ) -> None:
         check_split(split, VOC_SPLITS, "Pascal VOC")
         self.root, self.split = as_root(root), split
-        split_file = f"ImageSets/Segmentation/{split}.txt"
-        require_folders(self.root, ("JPEGImages", "SegmentationClass", split_file), "Pascal VOC 2012",
-                        "the VOCdevkit/VOC2012 folder", VOC_DOCS)
+        split_file = f"ImageSets/Segmentation/{'train' if split == 'train_aug' else split}.txt"
+        required = ("JPEGImages", "SegmentationClass", split_file)
+        if split == "train_aug":
+            required += (AUG_LABEL_DIR, AUG_SPLIT_FILE)
+        require_folders(self.root, required, "Pascal VOC 2012", "the VOCdevkit/VOC2012 folder"
+                        + (" with SBD's SegmentationClassAug and aug.txt" if split == "train_aug" else ""),
+                        VOC_DOCS + (AUG_DOCS if split == "train_aug" else ""))
         pairs = pairs_from_split_file(self.root / split_file, self.root / "JPEGImages",
                                       self.root / "SegmentationClass", ".jpg", ".png")
+        if split == "train_aug":
+            pairs += pairs_from_split_file(self.root / AUG_SPLIT_FILE, self.root / "JPEGImages",
+                                           self.root / AUG_LABEL_DIR, ".jpg", ".png")
         super().__init__(pairs, transform)
 
     def convert_labels(self, labels: np.ndarray, label_path: Path) -> np.ndarray:

@@ -13,14 +13,23 @@ the training split, so ``num >= 2`` gives both (:mod:`~siglip2_dense.data.scene_
   the same under ``official_splits/test/`` for test, and the two BTS file lists in the root (the train
   list with BTS's leading ``/``), focal = the scene camera's.
 - ``nyu-mat``: ``nyu_depth_v2_labeled.mat`` (HDF5: ``images [N, 3, W, H]`` uint8, ``depths [N, W, H]``
-  float32 metres, ``labels [N, W, H]`` uint16 = synthetic class) and ``splits.mat`` (1-based
-  ``trainNdxs`` / ``testNdxs`` column vectors; MATLAB v5 via scipy when installed, else HDF5).
+  float32 metres, ``rawDepths`` the same with the sensor's holes (:func:`raw_depth_holes`: 0 there) and
+  every value past 10 m as it is, ``labels [N, W, H]`` uint16 = synthetic class) and ``splits.mat`` (1-based
+  ``trainNdxs`` / ``testNdxs`` column vectors; MATLAB v5 via scipy when installed, else HDF5); and the
+  probing lineage's normals files (:mod:`~siglip2_dense.data.nyu_normals`): ``all_normals.pklz`` (gzip
+  pickle of ``{"all_normals": [N, H, W, 3]}``, the scenes' exact normals) and ``{train,test}_SN40.json``
+  (``[{"img": "<1-based index>_synthetic"}, ...]``, the same split as ``splits.mat``).
 - ``folder``: ``images/<i:05d>.png``, ``masks/<i:05d>.png`` (synthetic class), ``class_names.txt`` and the
   split files ``training.txt`` / ``validation.txt`` (stems), for :class:`~siglip2_dense.data.folder.
   FolderSegmentationDataset` (all scenes) and ``data.dataset: folder`` (:func:`~siglip2_dense.data.folder.open_folder_split`).
 - ``normals-folder``: ``{train,test}/images/<i:05d>.png``, ``normals/<i:05d>.png`` (the scene's exact normals,
   RGB-encoded, :mod:`~siglip2_dense.data.normals_png`) and ``depth/<i:05d>.png`` (uint16 mm), for
   :class:`~siglip2_dense.data.normals_folder.FolderNormalsDataset`.
+- ``navi``: ``navi_v1/object_<i//4:03d>/{multiview-00-synthetic,wild_set,multiview-01-synthetic}/`` (scene
+  ``i % 4`` = 0, 1 or 3, 2) with ``images/<i:03d>.jpg``, ``depth/<i:03d>.png`` (NAVI's encoded disparity,
+  :func:`~siglip2_dense.data.navi.encode_navi_depth`, on the shapes only: NAVI's depth covers its object)
+  and ``annotations.json`` (filename, camera q / t / focal_length / camera_model, image_size, split), for
+  :class:`~siglip2_dense.data.navi.NAVIDataset`: the wild sets (scenes ``i % 4`` in 1, 3) are its test split.
 - ``voc``, ``context``: ``VOCdevkit/VOC2012`` / ``VOCdevkit/VOC2010`` (:mod:`~siglip2_dense.data.write_pascal`).
 - ``cocostuff``, ``cocoobject``: ``coco_stuff164k`` with raw and converted label maps, COCO-Object's
   ``_instanceTrainIds`` PNGs and ``instances_<split>.json`` (:mod:`~siglip2_dense.data.write_coco`).
@@ -32,7 +41,10 @@ Every file is written to a temporary name and renamed into place.
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,8 +52,10 @@ import h5py
 import numpy as np
 
 from siglip2_dense.data.image_io import write_png, write_rgb
+from siglip2_dense.data.navi import encode_navi_depth
 from siglip2_dense.data.normals_png import write_normals_png
 from siglip2_dense.data.nyu import BTS_DATA_DIRS, BTS_LIST_FILES, LABELED_MAT_FILE, SPLITS_MAT_FILE
+from siglip2_dense.data.nyu_normals import NORMALS_PKLZ_FILE, SN40_FILES
 from siglip2_dense.data.scene_splits import Size, is_evaluation_scene, iter_scenes
 from siglip2_dense.data.synthetic import CLASS_NAMES
 from siglip2_dense.data.write_cityscapes import write_cityscapes
@@ -50,7 +64,7 @@ from siglip2_dense.data.write_pascal import write_context, write_voc
 from siglip2_dense.errors import RequestError
 from siglip2_dense.files import atomic_output, write_bytes_atomic
 
-FORMATS = ("ade20k", "nyu-bts", "nyu-mat", "folder", "normals-folder", "voc", "context", "cocostuff", "cocoobject", "cityscapes")
+FORMATS = ("ade20k", "nyu-bts", "nyu-mat", "folder", "normals-folder", "navi", "voc", "context", "cocostuff", "cocoobject", "cityscapes")
 
 
 def write_ade20k(
@@ -99,11 +113,29 @@ def write_nyu_mat(out: str | os.PathLike, num: int, seed: int = 0, size: Size = 
     with atomic_output(root / LABELED_MAT_FILE) as tmp, h5py.File(tmp, "w") as mat:
         mat["images"] = np.stack([s.image.transpose(2, 1, 0) for _, s in scenes])  # [N, 3, W, H]
         mat["depths"] = np.stack([s.depth.T for _, s in scenes]).astype(np.float32)  # [N, W, H]
+        mat["rawDepths"] = np.stack([np.where(raw_depth_holes(i, s.depth.shape), 0, s.depth).T
+                                     for i, s in scenes]).astype(np.float32)
         mat["labels"] = np.stack([s.mask.T for _, s in scenes]).astype(np.uint16)  # [N, W, H]
     test = np.array([i + 1 for i, _ in scenes if is_evaluation_scene(i)], np.float64)[:, None]
     train = np.array([i + 1 for i, _ in scenes if not is_evaluation_scene(i)], np.float64)[:, None]
     write_splits_mat(root / SPLITS_MAT_FILE, train, test)
+    normals = {"all_normals": np.stack([s.normals for _, s in scenes]).astype(np.float32)}  # [N, H, W, 3]
+    write_bytes_atomic(root / NORMALS_PKLZ_FILE, gzip.compress(pickle.dumps(normals, protocol=2), mtime=0))
+    for split, indices in (("train", train), ("test", test)):
+        entries = [{"img": f"{int(i)}_synthetic"} for i in indices[:, 0]]
+        write_bytes_atomic(root / SN40_FILES[split], json.dumps(entries).encode())
     return root
+
+
+def raw_depth_holes(index: int, shape: tuple[int, int]) -> np.ndarray:
+    """``[H, W]`` bool: where scene ``index``'s ``rawDepths`` has no measurement (0), as the Kinect's holes:
+    a block of an eighth of each side, at a corner that moves with the index."""
+    height, width = shape
+    holes = np.zeros(shape, bool)
+    rows = slice(0, max(1, height // 8)) if index % 2 == 0 else slice(height - max(1, height // 8), height)
+    cols = slice(0, max(1, width // 8)) if index % 3 == 0 else slice(width - max(1, width // 8), width)
+    holes[rows, cols] = True
+    return holes
 
 
 def write_splits_mat(path: str | os.PathLike, train: np.ndarray, test: np.ndarray) -> None:
@@ -148,6 +180,29 @@ def write_normals_folder(
     return root
 
 
+NAVI_COLLECTIONS = ("multiview-00-synthetic", "wild_set", "multiview-01-synthetic", "wild_set")
+
+
+def write_navi(out: str | os.PathLike, num: int, seed: int = 0, size: Size | Sequence[Size] = (64, 64)) -> Path:
+    """Write ``num`` scenes as ``out/navi_v1`` (the layout of google/navi's README); return that folder."""
+    root = Path(out) / "navi_v1"
+    annotations: dict[Path, list[dict]] = {}
+    for index, scene in iter_scenes(num, seed, size):
+        collection = root / f"object_{index // 4:03d}" / NAVI_COLLECTIONS[index % 4]
+        write_rgb(collection / "images" / f"{index:03d}.jpg", scene.image)
+        write_png(collection / "depth" / f"{index:03d}.png", encode_navi_depth(np.where(scene.mask > 0, scene.depth, 0)))
+        annotations.setdefault(collection, []).append({
+            "object_id": collection.parent.name, "filename": f"{index:03d}.jpg",
+            "camera": {"q": [1.0, 0.0, 0.0, 0.0], "t": [0.0, 0.0, 0.0], "focal_length": float(scene.focal),
+                       "camera_model": "synthetic"},
+            "image_size": [int(scene.image.shape[0]), int(scene.image.shape[1])],
+            "scene_name": NAVI_COLLECTIONS[index % 4], "split": "val" if index % 8 >= 4 else "train",
+        })
+    for collection, entries in annotations.items():
+        write_bytes_atomic(collection / "annotations.json", json.dumps(entries, indent=1).encode())
+    return root
+
+
 def depth_to_millimetres(depth: np.ndarray) -> np.ndarray:
     """``[H, W]`` float metres -> ``[H, W]`` uint16 millimetres, rounded (0 stays 0 = invalid)."""
     return np.clip(np.round(depth * 1000.0), 0, np.iinfo(np.uint16).max).astype(np.uint16)
@@ -159,7 +214,7 @@ def _write_class_names(path: Path) -> None:
 
 WRITERS = {
     "ade20k": write_ade20k, "nyu-bts": write_nyu_bts, "nyu-mat": write_nyu_mat, "folder": write_folder,
-    "normals-folder": write_normals_folder,
+    "normals-folder": write_normals_folder, "navi": write_navi,
     "voc": write_voc, "context": write_context, "cocostuff": write_cocostuff, "cocoobject": write_cocoobject,
     "cityscapes": write_cityscapes,
 }  # fmt: skip

@@ -41,7 +41,32 @@ def _boundary_by_loops(mask):
 def test_val_split_follows_the_split_file(voc_root):
     val = PascalVOCDataset(voc_root, "val")
     assert [p[0].name for p in val.pairs] == ["2012_000001.jpg", "2012_000005.jpg"]
-    assert len(PascalVOCDataset(voc_root, "train")) == 6 and len(PascalVOCDataset(voc_root, "trainval")) == 8
+    # scenes 2 and 6 are SBD-only (aug.txt), so VOC's own train / trainval lists leave them out
+    assert len(PascalVOCDataset(voc_root, "train")) == 4 and len(PascalVOCDataset(voc_root, "trainval")) == 6
+
+
+def test_train_aug_is_train_then_aug_with_sbd_labels_as_mmseg_reads_it(voc_root):
+    dataset = PascalVOCDataset(voc_root, "train_aug")
+    names = [(image.stem, label.parent.name) for image, label in dataset.pairs]
+    assert names == [("2012_000000", "SegmentationClass"), ("2012_000003", "SegmentationClass"),
+                     ("2012_000004", "SegmentationClass"), ("2012_000007", "SegmentationClass"),
+                     ("2012_000002", "SegmentationClassAug"), ("2012_000006", "SegmentationClassAug")]
+    scenes = SyntheticDataset(NUM, SEED, SIZE)
+    for position, index in ((0, 0), (4, 2), (5, 6)):
+        item, truth = dataset[position], scenes[index]["mask"]
+        np.testing.assert_array_equal(item["mask"], mmseg_load_seg_map(dataset.pairs[position][1]))
+        if index in (2, 6):  # SBD's GTcls: the classes, no void band
+            np.testing.assert_array_equal(item["mask"], truth)
+        else:
+            assert (item["mask"] == 255).any() and (item["mask"][item["mask"] != 255] == truth[item["mask"] != 255]).all()
+
+
+def test_train_aug_without_the_sbd_files_names_them_and_the_converter(voc_root, tmp_path):
+    root = shutil.copytree(voc_root, tmp_path / "VOC2012")
+    (root / "ImageSets" / "Segmentation" / "aug.txt").unlink()
+    with pytest.raises(DataError, match=r"missing: ImageSets/Segmentation/aug\.txt.*voc_aug\.py"):
+        PascalVOCDataset(root, "train_aug")
+    assert len(PascalVOCDataset(root, "train")) == 4
 
 
 def test_labels_are_palette_png_indices(voc_root):
@@ -100,7 +125,7 @@ def test_wrong_root_names_the_folder_found_expected_and_docs(voc_root):
 
 
 def test_unknown_split_names_the_choices(voc_root):
-    with pytest.raises(RequestError, match="train, val, trainval"):
+    with pytest.raises(RequestError, match="train, val, trainval, train_aug"):
         PascalVOCDataset(voc_root, "test")
 
 
