@@ -19,8 +19,8 @@ import argparse
 
 # The writers' format names (siglip2_dense.data.write_formats.FORMATS, checked equal by a test), listed here
 # so that --help does not import the data wing (and torch).
-FORMATS = ("ade20k", "nyu-bts", "nyu-mat", "folder", "normals-folder", "voc", "context", "cocostuff", "cocoobject",
-           "cityscapes")
+FORMATS = ("ade20k", "nyu-bts", "nyu-mat", "folder", "normals-folder", "navi", "voc", "context", "cocostuff",
+           "cocoobject", "cityscapes")
 
 
 def parse_size(text: str) -> tuple[int, int]:
