@@ -35,7 +35,7 @@ import torch
 from measure import Figure, interleaved_seconds, matmul_workload, print_figures
 from torch.utils.flop_counter import FlopCounterMode
 
-from siglip2_dense.backbone.siglip import Backbone
+from siglip2_dense import Backbone
 
 BASE = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, patch_size=16)
 

@@ -32,8 +32,8 @@ import torch
 from backbone import BASE, base_naflex_backbone, counted_flops
 from measure import Figure, interleaved_seconds, matmul_workload, print_figures
 
+from siglip2_dense import DenseFeatures
 from siglip2_dense.backbone.compile import compile_blocks
-from siglip2_dense.backbone.features import DenseFeatures
 from siglip2_dense.heads import build_head
 from siglip2_dense.heads.openvocab import BACKBONE_KWARGS, OpenVocabHead
 from siglip2_dense.int8 import quantize_linear_layers, tower_weight_bytes

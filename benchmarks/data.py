@@ -29,7 +29,7 @@ from backbone import BASE
 from measure import Figure, print_figures, seconds
 from torch.utils.data import DataLoader
 
-from siglip2_dense.backbone.siglip import Backbone
+from siglip2_dense import Backbone
 from siglip2_dense.data import (
     ADE20KDataset,
     CityscapesDataset,

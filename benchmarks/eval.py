@@ -104,9 +104,9 @@ def throughput_figure() -> Figure:
 WRITE_TINY_MODEL = r"""
 import torch
 from transformers import Siglip2ImageProcessor, Siglip2VisionConfig, Siglip2VisionModel
-from siglip2_dense.backbone.siglip import load_backbone
+from siglip2_dense import load_backbone
 from siglip2_dense.heads import build_head
-from siglip2_dense.model import DenseModel
+from siglip2_dense import DenseModel
 torch.manual_seed(0)
 Siglip2VisionModel(Siglip2VisionConfig(**{tiny!r}, num_patches=64)).save_pretrained({tower!r})
 Siglip2ImageProcessor(patch_size=4, max_num_patches=64).save_pretrained({tower!r})

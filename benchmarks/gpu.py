@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from siglip2_dense.backbone.siglip import Backbone
+from siglip2_dense import Backbone
 
 VISION_CONFIGS = {
     "base": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),

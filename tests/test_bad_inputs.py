@@ -32,6 +32,7 @@ from bad_input_files import (
 from PIL import Image, ImageOps
 
 import siglip2_dense as sd
+from siglip2_dense import OpenVocabSegmenter
 from siglip2_dense.cli import EXIT_ERROR, report_error
 from siglip2_dense.config import load_config
 from siglip2_dense.data import ADE20KDataset, FolderSegmentationDataset, NYUv2Dataset, write_synthetic
@@ -42,7 +43,6 @@ from siglip2_dense.head_grid import HeadGrid
 from siglip2_dense.heads import build_head
 from siglip2_dense.image_input import MAX_IMAGE_PIXELS
 from siglip2_dense.model import CONFIG_FILE, DenseModel
-from siglip2_dense.openvocab.segmenter import OpenVocabSegmenter
 from siglip2_dense.text.prompts import read_label_file
 from siglip2_dense.training.checkpoint import capture_rng_state, load_checkpoint, save_checkpoint
 

@@ -22,8 +22,8 @@ import pytest
 from PIL import Image
 
 import siglip2_dense as sd
+from siglip2_dense import TextEncoder
 from siglip2_dense.errors import CheckpointError, MissingFileError
-from siglip2_dense.text.encoder import TextEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 UNKNOWN_HUB_ID = "someorg/some-siglip2-model"

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from siglip2_dense import load_backbone
 from siglip2_dense.backbone.feature_pca import feature_pca_picture, pca_colours
-from siglip2_dense.backbone.siglip import load_backbone
 from siglip2_dense.errors import RequestError
 
 ROOT = Path(__file__).resolve().parents[2]

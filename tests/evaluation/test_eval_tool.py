@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from conftest import assert_close_with_missing
 from PIL import Image
 
-from siglip2_dense.backbone.siglip import load_backbone
+from siglip2_dense import DenseModel, load_backbone
 from siglip2_dense.config import load_config
 from siglip2_dense.data import ADE20KDataset, NYUv2Dataset, build_segmentation_eval_transform, write_synthetic
 from siglip2_dense.data.labels import distinct_palette
@@ -28,7 +28,6 @@ from siglip2_dense.evaluation.grid_to_pixels import outputs_to_pixels, tensor_to
 from siglip2_dense.evaluation.pictures import title_height
 from siglip2_dense.heads import build_head
 from siglip2_dense.inference import slide_window
-from siglip2_dense.model import DenseModel
 from siglip2_dense.picture_text import row_height
 
 ROOT = Path(__file__).resolve().parents[2]

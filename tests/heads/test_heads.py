@@ -12,7 +12,7 @@ import torch
 from conftest import TINY_VISION, build_four_block_checkpoint, random_image, synthetic_features
 
 import siglip2_dense as sd
-from siglip2_dense.backbone.features import DenseFeatures
+from siglip2_dense import DenseFeatures
 from siglip2_dense.errors import RequestError
 from siglip2_dense.heads import HEADS, BinsDepthHead, DPTHead, LinearHead, build_head
 from siglip2_dense.heads.depth_bins import DepthFromBins

@@ -17,11 +17,10 @@ import torch.nn.functional as F
 from conftest import random_image
 from PIL import Image
 
-from siglip2_dense import load_backbone
+from siglip2_dense import OpenVocabSegmenter, load_backbone
 from siglip2_dense.backbone.naflex_batching import naflex_grid_size
 from siglip2_dense.errors import RequestError
 from siglip2_dense.heads.openvocab import BACKBONE_KWARGS, OpenVocabHead, gaussian_grid_prior
-from siglip2_dense.openvocab.segmenter import OpenVocabSegmenter
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = ["cat", "dog, puppy", "sky"]

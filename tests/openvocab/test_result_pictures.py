@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
+from siglip2_dense import OpenVocabResult
 from siglip2_dense.openvocab.label_colours import COLOUR_WORDS, colour_word, label_colours
-from siglip2_dense.openvocab.result import OpenVocabResult
 from siglip2_dense.picture_text import row_height
 
 LABELS = ["background", "green square", "yellow square", "red circle", "triangle"]

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from siglip2_dense import TextEncoder
 from siglip2_dense.errors import CheckpointError
-from siglip2_dense.text.encoder import TextEncoder
 
 PROMPTS = ["this is a photo of a cat.", "this is a photo of the sky.", "a dog on the road by the sea"]
 

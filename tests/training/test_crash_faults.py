@@ -25,11 +25,10 @@ from PIL import Image
 from safetensors.torch import load_file
 from test_train import LINEAR, ROOT, ade_root, overrides, reference_run, train_records  # noqa: F401 (fixtures)
 
-from siglip2_dense.backbone.siglip import load_backbone
+from siglip2_dense import DenseModel, load_backbone
 from siglip2_dense.config import load_config
 from siglip2_dense.data import write_synthetic
 from siglip2_dense.heads import build_head
-from siglip2_dense.model import DenseModel
 from siglip2_dense.training.checkpoint import latest_checkpoint, list_checkpoints
 from siglip2_dense.training.engine import read_log, train
 

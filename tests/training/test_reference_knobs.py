@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim import lr_scheduler
 
-from siglip2_dense.backbone.features import DenseFeatures
+from siglip2_dense import DenseFeatures
 from siglip2_dense.config import TrainConfig, load_config
 from siglip2_dense.errors import ConfigError
 from siglip2_dense.heads import build_head

@@ -18,11 +18,11 @@ import torch
 from conftest import DEMO_CHECKPOINT
 from safetensors.torch import load_file
 
+from siglip2_dense import DenseModel
 from siglip2_dense.config import load_config
 from siglip2_dense.data.order import SeededViews, StepBatchSampler, derived_seed
 from siglip2_dense.errors import ConfigError
 from siglip2_dense.head_grid import HeadGrid
-from siglip2_dense.model import DenseModel
 from siglip2_dense.training.checkpoint import (
     is_complete,
     join_optimizer_state,
