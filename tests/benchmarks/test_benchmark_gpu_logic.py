@@ -27,9 +27,18 @@ def test_rows_on_cpu_tiny(tmp_path):
     rows = result["rows"]
     assert [(r["patches"], r["attention"]) for r in rows] == [(16, "eager"), (16, "sdpa"), (64, "eager"), (64, "sdpa")]
     assert all(r["images_per_s"] > 0 and r["mfu"] is None for r in rows)
+    # bf16/fp32 weights as stored: the tiny tower's parameters, the same for every row of one size
+    assert len({r["weights_mib"] for r in rows}) == 1 and rows[0]["weights_mib"] > 0
+    assert result["skipped"].startswith("4-bit rows skipped") and result["skipped"] in result["table"]
     # FLOPs grow with the patch count: 4x the patches, more than 4x the FLOPs (attention is quadratic)
     assert rows[2]["gflop_per_image"] > 4 * rows[0]["gflop_per_image"]
     assert "| tiny | 64 | sdpa |" in result["table"]
+
+
+def test_weights_count_what_is_stored():
+    module = torch.nn.Linear(4, 8)  # 32 + 8 float32 values
+    module.register_buffer("scale", torch.zeros(10, dtype=torch.bfloat16))
+    assert gpu.weights_mib(module) == (40 * 4 + 10 * 2) / 2**20
 
 
 def test_no_gpu_skips_cleanly(capsys):
@@ -37,3 +46,12 @@ def test_no_gpu_skips_cleanly(capsys):
         pytest.skip("a GPU is present: the no-GPU path does not apply")
     assert gpu.main([]) == 0
     assert "no GPU available" in capsys.readouterr().out
+
+
+def test_rows_the_flop_counter_cannot_see_use_the_model_flops():
+    counted = gpu.measure_row("tiny", "sdpa", 16, 2, torch.device("cpu"), torch.float32, 1, peak=1e12)
+    given = gpu.measure_row("tiny", "sdpa", 16, 2, torch.device("cpu"), torch.float32, 1, peak=1e12,
+                            model_flops=4e9)
+    assert counted.gflop_per_image != 2.0 and given.gflop_per_image == 2.0  # 4e9 FLOPs over a batch of 2
+    elapsed = 2 / given.images_per_s
+    assert given.mfu == pytest.approx(4e9 / elapsed / 1e12)
