@@ -16,9 +16,7 @@ import argparse
 import datetime
 import importlib
 import json
-import os
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -28,8 +26,10 @@ sys.path.insert(0, str(HERE))
 
 from measure import Figure, machine_description  # noqa: E402
 
-BENCHMARKS = ("backbone", "data", "eval", "probe", "openvocab", "vs_transformers_recipe", "naflex_batching",
-              "memory", "cpu_options")
+from siglip2_dense.files import write_text_atomic  # noqa: E402
+
+BENCHMARKS = ("backbone", "data", "eval", "probe", "openvocab", "openvocab_protocols", "vs_transformers_recipe",
+              "naflex_batching", "memory", "cpu_options")
 
 
 def run_benchmark(name: str) -> tuple[list[Figure], str, float]:
@@ -82,13 +82,6 @@ def results_markdown(rows: list[tuple[str, list[Figure], str, float]], gpu_text:
     return "\n".join(lines)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w") as f:
-        f.write(text)
-    os.replace(temp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated benchmark names (default: all)")
@@ -107,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         if error:
             print(error, flush=True)
         rows.append((name, figures, error, seconds))
-    write_atomic(Path(args.out), results_markdown(rows, gpu_section()))
+    write_text_atomic(Path(args.out), results_markdown(rows, gpu_section()))
     print(f"wrote {args.out}")
     return 0
 
