@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from siglip2_dense.data.image_io import read_label_map, read_rgb
+from siglip2_dense.data.image_io import check_same_size, read_label_map, read_rgb
 from siglip2_dense.data.label_png import reduce_zero_label
 from siglip2_dense.errors import DataError, MissingFileError, RequestError
 
@@ -89,11 +89,7 @@ class ADE20KDataset(Dataset):
         image_path, label_path = self.pairs[index]
         image = read_rgb(image_path)
         labels = read_label_map(label_path)
-        if labels.shape != image.shape[:2]:
-            raise DataError(
-                f"size mismatch: image {image_path} is {image.shape[0]}x{image.shape[1]} but its annotation "
-                f"{label_path} is {labels.shape[0]}x{labels.shape[1]} (height x width); they must be equal"
-            )
+        check_same_size(image_path, image, label_path, labels, "its annotation")
         invalid = (labels > ADE20K_NUM_CLASSES) & (labels != IGNORE_INDEX)
         if invalid.any():
             raise DataError(

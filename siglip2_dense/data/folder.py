@@ -25,7 +25,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from siglip2_dense.data.image_io import IMAGE_SUFFIXES, read_label_map, read_rgb
+from siglip2_dense.data.image_io import IMAGE_SUFFIXES, check_same_size, read_label_map, read_rgb
 from siglip2_dense.errors import DataError, MissingFileError, RequestError
 from siglip2_dense.files import read_text_file
 
@@ -93,11 +93,7 @@ class FolderSegmentationDataset(Dataset):
         image_path, mask_path = self.pairs[index]
         image = read_rgb(image_path)
         mask = read_label_map(mask_path)
-        if mask.shape != image.shape[:2]:
-            raise DataError(
-                f"size mismatch: image {image_path} is {image.shape[0]}x{image.shape[1]} but mask {mask_path} "
-                f"is {mask.shape[0]}x{mask.shape[1]} (height x width); they must be equal"
-            )
+        check_same_size(image_path, image, mask_path, mask, "mask")
         invalid = (mask >= len(self.class_names)) & (mask != self.ignore_index)
         if invalid.any():
             raise DataError(

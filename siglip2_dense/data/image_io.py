@@ -80,6 +80,17 @@ def read_rgb(path: str | os.PathLike, apply_exif_orientation: bool = False) -> n
 PALETTE_MODES = ("P",)  # PIL's mode for an image whose pixels are indices into a colour table
 
 
+def check_same_size(image_path: str | os.PathLike, image: np.ndarray, other_path: str | os.PathLike,
+                    other: np.ndarray, what: str) -> None:
+    """Raise :class:`DataError` unless ``other`` ``[H, W(, C)]`` (a label map, depth or normals) has the
+    ``H x W`` of ``image`` ``[H, W, 3]``; ``what`` names it in the message (``"its annotation"``, ``"depth"``)."""
+    if tuple(other.shape[:2]) != tuple(image.shape[:2]):
+        raise DataError(
+            f"size mismatch: image {image_path} is {image.shape[0]}x{image.shape[1]} but {what} {other_path} "
+            f"is {other.shape[0]}x{other.shape[1]} (height x width); they must be equal"
+        )
+
+
 def read_label_map(path: str | os.PathLike) -> np.ndarray:
     """Read a label map as ``[H, W]`` uint8 class indices, values kept as stored.
 

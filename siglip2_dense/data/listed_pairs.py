@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from siglip2_dense.data.image_io import read_label_map, read_rgb
+from siglip2_dense.data.image_io import check_same_size, read_label_map, read_rgb
 from siglip2_dense.data.label_png import IGNORE_INDEX
 from siglip2_dense.errors import DataError, MissingFileError, RequestError
 from siglip2_dense.files import read_text_file
@@ -119,11 +119,7 @@ class LabelledImageDataset(Dataset):
         image_path, label_path = self.pairs[index]
         image = read_rgb(image_path)
         labels = read_label_map(label_path)
-        if labels.shape != image.shape[:2]:
-            raise DataError(
-                f"size mismatch: image {image_path} is {image.shape[0]}x{image.shape[1]} but its label map "
-                f"{label_path} is {labels.shape[0]}x{labels.shape[1]} (height x width); they must be equal"
-            )
+        check_same_size(image_path, image, label_path, labels, "its label map")
         invalid = labels[(labels >= self.num_label_values) & (labels != IGNORE_INDEX)]
         if invalid.size:
             raise DataError(

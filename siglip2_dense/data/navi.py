@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from siglip2_dense.data.image_io import read_unchanged
+from siglip2_dense.data.image_io import check_same_size, read_unchanged
 from siglip2_dense.errors import DataError, MissingFileError, RequestError
 from siglip2_dense.files import read_json
 
@@ -204,9 +204,7 @@ class NAVIDataset(Dataset):
             raise DataError(f"NAVI depth {depth_path} is {values.dtype} {values.shape}; expected a 16-bit "
                             "single-channel PNG (encoded disparity, google/navi data_util.py decode_depth)")
         depth = decode_navi_depth(values)
-        if depth.shape != image.shape[:2]:
-            raise DataError(f"size mismatch: image {image_path} is {image.shape[0]}x{image.shape[1]}, depth "
-                            f"{depth_path} {depth.shape[0]}x{depth.shape[1]}; they must be equal")
+        check_same_size(image_path, image, depth_path, depth, "depth")
         positive = depth[depth > 0]
         if positive.size == 0:
             raise DataError(f"NAVI depth {depth_path} has no pixel with depth")

@@ -20,7 +20,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from siglip2_dense.data.image_io import IMAGE_SUFFIXES, read_rgb
+from siglip2_dense.data.image_io import IMAGE_SUFFIXES, check_same_size, read_rgb
 from siglip2_dense.data.normals_png import read_normals_png
 from siglip2_dense.data.nyu import read_depth_png
 from siglip2_dense.errors import DataError, MissingFileError
@@ -77,8 +77,7 @@ class FolderNormalsDataset(Dataset):
         item: dict[str, Any] = {"image": image, "normals": normals, "path": str(image_path)}
         if self.has_depth:
             item["depth"] = read_depth_png(depth_path)
-        for key in ("normals", "depth"):
-            if key in item and item[key].shape[:2] != image.shape[:2]:
-                raise DataError(f"size mismatch: image {image_path} is {image.shape[0]}x{image.shape[1]} but its "
-                                f"{key} map is {item[key].shape[0]}x{item[key].shape[1]}; they must be equal")
+        check_same_size(image_path, image, normals_path, normals, "its normals map")
+        if self.has_depth:
+            check_same_size(image_path, image, depth_path, item["depth"], "its depth map")
         return self.transform(item) if self.transform is not None else item

@@ -37,7 +37,7 @@ import h5py
 import numpy as np
 from torch.utils.data import Dataset
 
-from siglip2_dense.data.image_io import read_rgb, read_unchanged
+from siglip2_dense.data.image_io import check_same_size, read_rgb, read_unchanged
 from siglip2_dense.data.nyu_normals import (
     NORMALS_NPY_FILE,
     NORMALS_PKLZ_FILE,
@@ -126,11 +126,7 @@ class NYUv2Dataset(Dataset):
         rgb_path, depth_path = self.samples[index]
         image = read_rgb(rgb_path)
         depth = read_depth_png(depth_path)
-        if depth.shape != image.shape[:2]:
-            raise DataError(
-                f"size mismatch: image {rgb_path} is {image.shape[0]}x{image.shape[1]} but depth {depth_path} "
-                f"is {depth.shape[0]}x{depth.shape[1]} (height x width); they must be equal"
-            )
+        check_same_size(rgb_path, image, depth_path, depth, "depth")
         return {"image": image, "depth": depth, "path": str(rgb_path)}
 
     def _load_mat(self, index: int) -> dict[str, Any]:
