@@ -22,6 +22,7 @@ from torch import nn
 
 from siglip2_dense.errors import RequestError
 
+from .cost_aggregation import CostAggregationHead
 from .depth import BinsDepthHead
 from .dpt import DPTHead
 from .linear import LinearHead
@@ -35,11 +36,12 @@ HEADS: dict[str, type[nn.Module]] = {
     "openvocab": OpenVocabHead,  # built from the tower's own MAP head: nothing to train (zero-shot)
     "linear_normals": LinearNormalsHead,  # surface normals: 3 unit components (+ a concentration logit)
     "dpt_normals": DPTNormalsHead,
+    "cost_aggregation": CostAggregationHead,  # CAT-Seg: trained on some classes' labels, scores any text
 }
 # keywords of earlier versions, named in the error so a user knows what to write instead
 RENAMED_KEYWORDS = {"num_outputs": "renamed num_classes; a depth head takes no class count"}
 
-__all__ = ["HEADS", "BinsDepthHead", "DPTHead", "DPTNormalsHead", "LinearHead", "LinearNormalsHead", "OpenVocabHead", "build_head", "head_keywords",
+__all__ = ["HEADS", "BinsDepthHead", "CostAggregationHead", "DPTHead", "DPTNormalsHead", "LinearHead", "LinearNormalsHead", "OpenVocabHead", "build_head", "head_keywords",
            "head_name", "learns_from_labels", "upgrade_saved_head_config"]
 
 

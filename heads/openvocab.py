@@ -47,7 +47,7 @@ from siglip2_dense.heads.openvocab_attention import (
 from siglip2_dense.text.encoder import max_over_synonyms
 
 __all__ = [
-    "BACKBONE_KWARGS", "VARIANTS", "OpenVocabHead", "default_map_mlp", "gaussian_grid_prior",
+    "BACKBONE_KWARGS", "VARIANTS", "OpenVocabHead", "default_map_mlp", "gaussian_grid_prior", "map_value_path",
     "probabilities_to_label_map",
 ]
 
@@ -69,6 +69,26 @@ def probabilities_to_label_map(probabilities: Tensor, background_threshold: floa
     if background_threshold is not None:
         label_map = torch.where(best < background_threshold, torch.full_like(label_map, probabilities.shape[-3]), label_map)
     return label_map
+
+
+def map_value_path(vision_model: nn.Module, tokens: Tensor, mlp: bool = True) -> Tensor:
+    """Each token through ``vision_model``'s MAP head as the only token attended to: ``[..., C]`` -> ``[..., D]``.
+
+    ``f = out_proj(v_proj(x))`` (the softmax over one key is 1); ``mlp`` adds the MAP head's
+    ``f + mlp(layernorm(f))`` step.
+    """
+    head = vision_model.head
+    attention = head.attention
+    channels = attention.embed_dim
+    if attention._qkv_same_embed_dim:
+        weight = attention.in_proj_weight[2 * channels :]
+    else:
+        weight = attention.v_proj_weight
+    bias = None if attention.in_proj_bias is None else attention.in_proj_bias[2 * channels :]
+    embedded = attention.out_proj(F.linear(tokens, weight, bias))
+    if not mlp:
+        return embedded
+    return embedded + head.mlp(head.layernorm(embedded))
 
 
 class OpenVocabHead(nn.Module):
@@ -183,18 +203,7 @@ class OpenVocabHead(nn.Module):
 
         ``mlp`` (default: the head's ``map_mlp``) adds the MAP head's ``mlp(layernorm(f))`` step.
         """
-        head = self.vision_model.head
-        attention = head.attention
-        channels = attention.embed_dim
-        if attention._qkv_same_embed_dim:
-            weight = attention.in_proj_weight[2 * channels :]
-        else:
-            weight = attention.v_proj_weight
-        bias = None if attention.in_proj_bias is None else attention.in_proj_bias[2 * channels :]
-        embedded = attention.out_proj(F.linear(tokens, weight, bias))
-        if not (self.map_mlp if mlp is None else mlp):
-            return embedded
-        return embedded + head.mlp(head.layernorm(embedded))
+        return map_value_path(self.vision_model, tokens, self.map_mlp if mlp is None else mlp)
 
     def patch_embeddings(self, features: DenseFeatures, proxy_features: Tensor | None = None) -> Tensor:
         """Per-patch embeddings in the joint space: ``[B, D, H, W]`` (not normalised; zero at padding)."""

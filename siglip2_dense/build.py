@@ -105,7 +105,29 @@ def build_head_grid(config: ExperimentConfig, backbone: nn.Module) -> HeadGrid:
     positions = [layer_positions(backbone, layers) for _, layers in grid_entries(config)]
     heads = [build_head_from_config(config, [backbone.out_channels[p] for p in pos]) for pos in positions]
     device = next(backbone.parameters()).device
-    return HeadGrid(backbone, [head.to(device) for head in heads], positions)
+    heads = [head.to(device) for head in heads]
+    for head in heads:
+        connect_head(head, backbone, config.model.backbone)
+    return HeadGrid(backbone, heads, positions)
+
+
+def connect_head(head: nn.Module, backbone: nn.Module, text_checkpoint: str) -> None:
+    """What a head reads besides the features: the tower's own modules (``bind_backbone``) and, for a
+    head scored against text (``set_vocabulary``), its training classes embedded by ``text_checkpoint``'s
+    text tower, with the head's templates (cached on disk)."""
+    if hasattr(head, "bind_backbone"):
+        head.bind_backbone(backbone)
+    if hasattr(head, "set_vocabulary"):
+        from siglip2_dense.text.encoder import TextEncoder
+        from siglip2_dense.text.template_embeddings import label_list, template_embeddings
+
+        labels = label_list(head.labels)
+        if len(labels) != head.num_classes:
+            raise ConfigError(f"head.args.labels names {len(labels)} classes, head.args.num_classes is "
+                              f"{head.num_classes}; label k must name class k of the training set")
+        device = next(backbone.parameters()).device
+        encoder = TextEncoder.from_pretrained(text_checkpoint, device=device, dtype=torch.float32)
+        head.set_vocabulary(template_embeddings(encoder, labels, head.templates).embeddings)
 
 
 def build_model(config: ExperimentConfig, device: str | torch.device | None = None) -> nn.Module:
@@ -115,6 +137,7 @@ def build_model(config: ExperimentConfig, device: str | torch.device | None = No
     backbone = build_backbone(config, device)
     head = build_head_from_config(config, backbone.out_channels)
     head.to(next(backbone.parameters()).device)
+    connect_head(head, backbone, config.model.backbone)
     return DenseModel(backbone, head)
 
 

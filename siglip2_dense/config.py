@@ -222,6 +222,10 @@ class TrainConfig:
     """Segmentation: cross-entropy summed over the labelled pixels of the global batch and divided by their
     number (``labelled_pixels``, mmseg ``avg_non_ignore=True``) or by the number of all its pixels, ignored
     ones included (``all_pixels``: mmseg ``CrossEntropyLoss(avg_non_ignore=False)``, DINOv2, DINOv3)."""
+    segmentation_loss: str = "cross_entropy"
+    """Segmentation: ``cross_entropy`` (softmax over the classes, averaged as ``loss_average`` says) or
+    ``binary_cross_entropy`` (CAT-Seg's: a sigmoid per class against the one-hot target, ignored pixels
+    negative for every class, averaged over all pixels and classes; ``losses.one_hot_binary_cross_entropy_sum``)."""
     reported_checkpoint: str = "best"
     """What the run reports and saves as its model: ``best`` (the best validation head so far in ``best/``)
     or ``final`` (the model after the last step in ``final/``, DINOv2 and DINOv3's reported model; ``best/``

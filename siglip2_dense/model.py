@@ -72,6 +72,8 @@ class DenseModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        if hasattr(head, "bind_backbone"):  # a head that reads the tower's own modules (cost aggregation)
+            head.bind_backbone(backbone)
 
     def forward(
         self,

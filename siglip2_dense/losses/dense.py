@@ -87,6 +87,23 @@ def segmentation_cross_entropy(
     return per_pixel.sum() / max(count, 1)
 
 
+def one_hot_binary_cross_entropy_sum(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """CAT-Seg's segmentation loss, summed: binary cross-entropy of every class's logit against the one-hot
+    target, ``logits [B, K, H, W]`` (at the target's size), ``target [B, H, W]`` long.
+
+    An ignored pixel is a negative for every class (CAT-Seg ``cat_seg/cat_seg_model.py``: ``_targets =
+    zeros``; the one-hot rows written only where ``targets != ignore_value``;
+    ``F.binary_cross_entropy_with_logits(outputs, _targets)``, the mean over all ``B * H * W * K``
+    entries). Divide by ``B * H * W * K`` for CAT-Seg's mean.
+    """
+    if logits.ndim != 4 or target.shape != (logits.shape[0], *logits.shape[2:]):
+        raise RequestError(f"one_hot_binary_cross_entropy_sum: logits {tuple(logits.shape)}, target "
+                           f"{tuple(target.shape)}; expected [B, K, H, W] and [B, H, W]")
+    classes = torch.arange(logits.shape[1], device=target.device)[None, :, None, None]
+    one_hot = (target[:, None] == classes) & (target[:, None] != ignore_index)
+    return F.binary_cross_entropy_with_logits(logits, one_hot.to(logits.dtype), reduction="sum")
+
+
 def _depth_pair(
     prediction: torch.Tensor, target: torch.Tensor, min_depth: float, max_depth: float, where: str
 ) -> tuple[torch.Tensor, torch.Tensor]:

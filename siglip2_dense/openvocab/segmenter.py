@@ -136,8 +136,15 @@ class OpenVocabSegmenter:
         quantize: str | None = None,
         compile: bool = False,
         quantization_config: Any = None,
+        head: str | Path | None = None,
     ) -> OpenVocabSegmenter:
         """Load both towers of a full SigLIP / SigLIP2 checkpoint and build the head.
+
+        With ``head`` (a folder written by ``tools/train.py`` or ``DenseModel.save_pretrained`` holding a trained
+        open-vocabulary head, e.g. ``cost_aggregation``): that head on ``name_or_path``'s vision tower (with the
+        folder's tuned tower weights, if any) and text tower; labels are embedded with the head's own
+        training templates (``templates``, ``variant``, ``map_mlp``, ``proxy``, ``quantize`` and ``compile``
+        then do not apply).
 
         Args:
             variant: one of :data:`siglip2_dense.heads.openvocab.VARIANTS`.
@@ -152,6 +159,12 @@ class OpenVocabSegmenter:
         """
         from siglip2_dense.backbone.siglip import load_backbone
 
+        if head is not None:
+            return cls.with_trained_head(
+                name_or_path, head, max_num_patches=max_num_patches, background_threshold=background_threshold,
+                device=device, dtype=dtype, cache_dir=cache_dir, inference=inference, crop=crop, stride=stride,
+                size=size, batch_size=batch_size, pamr_iterations=pamr_iterations, pamr_dilations=pamr_dilations,
+            )
         backbone = load_backbone(name_or_path, dtype=dtype, device=device, quantize=quantize, compile=compile,
                                  quantization_config=quantization_config, **BACKBONE_KWARGS)
         text_encoder = TextEncoder.from_pretrained(name_or_path, device=device, dtype=dtype, cache_dir=cache_dir,
@@ -170,11 +183,35 @@ class OpenVocabSegmenter:
             proxy=proxy_backbone,
         )
 
+    @classmethod
+    def with_trained_head(
+        cls, name_or_path: str, head: str | Path, device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None, cache_dir: str | Path | None = None, **options: Any,
+    ) -> OpenVocabSegmenter:
+        """A segmenter on a trained open-vocabulary head saved in folder ``head`` (see :meth:`from_pretrained`).
+
+        Raises:
+            RequestError: the folder's head is not scored against text (a linear or depth head).
+        """
+        from siglip2_dense.model import DenseModel
+        from siglip2_dense.openvocab.trained_head import TrainedVocabularyHead
+
+        model = DenseModel.from_pretrained(head, device=device, dtype=dtype, backbone=name_or_path)
+        if not hasattr(model.head, "set_vocabulary"):
+            raise RequestError(f"head={str(head)!r} holds a {type(model.head).__name__}, which is not scored against "
+                               "text; expected a trained open-vocabulary head such as cost_aggregation")
+        text_encoder = TextEncoder.from_pretrained(name_or_path, device=device, dtype=dtype, cache_dir=cache_dir)
+        return cls(model.backbone, text_encoder, TrainedVocabularyHead(model.head).eval(),
+                   templates=model.head.templates, **options)
+
     # --- labels -------------------------------------------------------------------------------
     def encode_labels(self, labels: Sequence[str] | LabelEmbeddings) -> LabelEmbeddings:
-        """Text embeddings of ``labels`` with this segmenter's templates (cached)."""
+        """Text embeddings of ``labels`` with this segmenter's templates (cached); a trained head embeds
+        them its own way (per template)."""
         if isinstance(labels, LabelEmbeddings):
             return labels
+        if hasattr(self.head, "encode_labels"):
+            return self.head.encode_labels(self.text_encoder, labels)
         return self.text_encoder.encode_labels(labels, self.templates)
 
     # --- probabilities ------------------------------------------------------------------------
@@ -189,7 +226,8 @@ class OpenVocabSegmenter:
         """One forward for a batch: per-label probabilities on the padded patch grid.
 
         Returns:
-            ``[B, K, Hmax, Wmax]`` float32 (zero outside each image's grid) and ``grid_sizes [B, 2]``.
+            ``[B, K, Hmax, Wmax]`` float32 (zero outside each image's grid) and ``grid_sizes [B, 2]``; a head
+            predicting ``s`` cells per patch side (a trained head's ``output_scale``) gives ``s`` times both.
         """
         embedded = self.encode_labels(labels)
         arrays = images_to_arrays(images)
@@ -199,7 +237,7 @@ class OpenVocabSegmenter:
             if self.proxy is not None:
                 extra["proxy_features"] = self.proxy_features(arrays, features.grid_sizes, tuple(features.mask.shape[1:]))
             probabilities = self.head(features, embedded.embeddings, embedded.label_index, **extra)
-        return probabilities, features.grid_sizes
+        return probabilities, features.grid_sizes * int(getattr(self.head, "output_scale", 1))
 
     def proxy_features(self, arrays: Sequence[np.ndarray], grid_sizes: Tensor, padded: tuple[int, int]) -> Tensor:
         """The proxy backbone's final features of each image, resampled (bilinear) to that image's
@@ -295,6 +333,9 @@ class OpenVocabSegmenter:
         Runs ``batch_size`` images per forward, grouped as :meth:`native_batches` groups them;
         rows come back in input order.
         """
+        if not hasattr(self.head, "pooled_embedding"):
+            raise RequestError("classify scores the MAP-pooled image embedding of the training-free head; this "
+                               "segmenter holds a trained head: use OpenVocabSegmenter.from_pretrained without head=")
         arrays = images_to_arrays(images)
         embedded = self.encode_labels(labels)
         logits = torch.empty(len(arrays), len(embedded.label_index))

@@ -1,7 +1,7 @@
 """Gradient accumulation that keeps the whole batch's BatchNorm (``train.grad_accum_steps > 1``).
 
 A step of A micro-batches should train as one forward of the whole batch. The loss already is the
-whole batch's (:func:`~siglip2_dense.training.engine.head_losses`); BatchNorm is not, unless its
+whole batch's (:func:`~siglip2_dense.training.step_losses.head_losses`); BatchNorm is not, unless its
 statistics are: a head whose first BatchNorm normalises a function of the backbone's features alone
 (it has ``batch_norm_input``, as :class:`~siglip2_dense.heads.LinearHead` and
 :class:`~siglip2_dense.heads.BinsDepthHead`) gets them in two passes (see

@@ -54,7 +54,6 @@ from siglip2_dense.build import (
     resolve_training_device,
 )
 from siglip2_dense.config import ExperimentConfig, config_to_yaml, output_dir, save_config
-from siglip2_dense.data.ade20k import IGNORE_INDEX
 from siglip2_dense.data.collate import collate_padded
 from siglip2_dense.data.order import SeededViews, StepBatchSampler, data_position, derived_seed
 from siglip2_dense.devices import autocast_factory
@@ -71,8 +70,6 @@ from siglip2_dense.evaluation.grid_to_pixels import heads_output_scale, outputs_
 from siglip2_dense.evaluation.loop import TARGET_KEYS
 from siglip2_dense.evaluation.protocols import check_eval_config
 from siglip2_dense.head_grid import HeadGrid
-from siglip2_dense.losses import cross_entropy_denominator, depth_loss
-from siglip2_dense.losses.normals import normals_loss
 from siglip2_dense.training.accumulation import (
     accumulation_caveats,
     collect_step_statistics,
@@ -91,6 +88,7 @@ from siglip2_dense.training.feature_cache import build_feature_cache, collate_ca
 from siglip2_dense.training.normalised_padding import zero_padded_pixels
 from siglip2_dense.training.optim import HeadGroup, build_optimizer, build_scheduler, clip_gradients
 from siglip2_dense.training.run_files import FINAL_DIR, JsonLinesLog, recover_best_model, save_best_model
+from siglip2_dense.training.step_losses import head_losses, loss_normaliser
 from siglip2_dense.training.sync_batch_norm import convert_to_sync_batch_norm
 from siglip2_dense.training.validation import evaluate, main_metric
 
@@ -300,18 +298,6 @@ def check_resumable(state: dict[str, Any], config: ExperimentConfig) -> None:
                               f"{getattr(config.train, key)}; the data order would differ")
 
 
-def loss_normaliser(config: ExperimentConfig, micro_batches: list[dict[str, Any]], context: ProcessContext) -> float:
-    """Segmentation: labelled pixels (``train.loss_average: labelled_pixels``) or all pixels (``all_pixels``,
-    mmseg ``avg_non_ignore=False``) in the whole global batch (all processes, all micro-batches); depth: 1.
-    With equal crops on every process, DDP's average of per-process means equals this global mean."""
-    if config.task != "segmentation":
-        return 1.0
-    labelled = sum(cross_entropy_denominator(batch["target"], IGNORE_INDEX, config.train.loss_average)
-                   for batch in micro_batches)
-    total = all_reduce_sum(torch.tensor([float(labelled)], dtype=torch.float64, device=context.device))
-    return max(float(total[0]), 1.0)
-
-
 def pool_batch_norm_statistics(
     grid: HeadGrid, micro_batches: list[dict[str, Any]], config: ExperimentConfig, device: torch.device,
     autocast: Callable[[], contextlib.AbstractContextManager],
@@ -375,32 +361,6 @@ def forward_to_pixels(
         grid_sizes = inputs["spatial_shapes"]
     return outputs_to_pixels(outputs, grid_sizes, crop, backbone.patch_size, backbone.is_naflex,
                              heads_output_scale(grid.heads))
-
-
-def head_losses(
-    outputs: list[torch.Tensor], target: torch.Tensor, config: ExperimentConfig, normaliser: float,
-    context: ProcessContext, step: int = 0,
-) -> torch.Tensor:
-    """``[G]`` losses of one micro-batch, scaled so that DDP's gradient average and accumulation sum
-    give the gradient of the global-batch loss. ``step`` (0-based) drives a depth loss's warm-up
-    (DINOv2's SigLoss: mean term only while ``step < loss_args.warm_up_iterations``)."""
-    depth_args = dict(config.train.loss_args)
-    if depth_args.get("form") == "dinov2":
-        depth_args["step"] = step
-    losses = []
-    for head_outputs in outputs:
-        if config.task == "segmentation":
-            summed = torch.nn.functional.cross_entropy(head_outputs.float(), target.long(), ignore_index=IGNORE_INDEX,
-                                                       reduction="sum")
-            losses.append(summed / normaliser * context.world_size)
-        elif config.task == "normals":
-            loss = normals_loss(head_outputs.float(), target.float(), **config.train.loss_args)
-            losses.append(loss / config.train.grad_accum_steps)
-        else:
-            loss = depth_loss(head_outputs.float(), target.float(), config.data.min_depth, config.data.max_depth,
-                              **depth_args)
-            losses.append(loss / config.train.grad_accum_steps)
-    return torch.stack(losses)
 
 
 def summarise(metrics: dict[str, Any]) -> dict[str, Any]:

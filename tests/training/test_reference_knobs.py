@@ -212,7 +212,7 @@ def test_all_pixel_average_equals_mmseg_avg_non_ignore_false():
 
 
 def test_head_losses_use_the_configured_average():
-    from siglip2_dense.training.engine import head_losses, loss_normaliser
+    from siglip2_dense.training.step_losses import head_losses, loss_normaliser
 
     config = load_config(ROOT / "configs" / "synthetic_linear_tiny.yaml",
                          ["model.backbone=x", "data.root=x", "train.loss_average=all_pixels"])
