@@ -47,11 +47,11 @@ def backbone_dtype(config: ExperimentConfig, device: torch.device) -> torch.dtyp
         return dtype
     if config.train.precision == "fp32":
         return torch.float32  # the protocols' fp32: weights too, not only no autocast
-    return torch.float32 if config.model.tune_last_blocks != 0 else None
+    return torch.float32 if config.model.tune_last_blocks != 0 or config.model.tune_attention else None
 
 
 def build_backbone(config: ExperimentConfig, device: str | torch.device | None = None) -> nn.Module:
-    """The backbone of ``config.model`` (frozen, partly or fully tuned), on ``device``."""
+    """The backbone of ``config.model`` (frozen, partly or fully tuned, or attention only), on ``device``."""
     model = config.model
     device = torch.device(device) if device is not None else resolve_training_device(config.train.device)
     tune_all = model.tune_last_blocks == -1
@@ -65,6 +65,7 @@ def build_backbone(config: ExperimentConfig, device: str | torch.device | None =
         device=device,
         tune_last_blocks=0 if tune_all else model.tune_last_blocks,
         pretrained=model.pretrained,
+        tune_attention=model.tune_attention,
     )
 
 

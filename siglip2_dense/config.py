@@ -44,6 +44,12 @@ class ModelConfig:
     """Apply the final layernorm to every tapped layer."""
     tune_last_blocks: int = 0
     """0 = frozen backbone (a probe); n > 0 = tune the last n blocks; -1 = tune the whole tower."""
+    tune_attention: bool = False
+    """SigLIP / SigLIP2 towers: tune only the query and value projections (weight and bias) of every
+    block and the position embedding, nothing else of the tower (no layer norm, k / out projection,
+    MLP, patch embedding, post layernorm or MAP head), as CAT-Seg fine-tunes CLIP
+    (cvlab-kaist/CAT-Seg, cat_seg/cat_seg_model.py, ``clip_finetune: attention``; its configs/config.yaml
+    trains them at lr * 0.01, here ``train.backbone_lr_multiplier``). Needs ``tune_last_blocks: 0``."""
     dtype: str | None = None
     """Backbone parameter dtype (``"float32"``, ``"bfloat16"``); None: bf16 on CUDA, fp32 on CPU."""
     attn_implementation: str | None = None

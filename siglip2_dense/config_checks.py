@@ -79,6 +79,7 @@ def check_choices(config: ExperimentConfig) -> None:
         _choice(config.eval.depth_crop, DEPTH_CROPS, "eval.depth_crop")
     if config.model.tune_last_blocks < -1:
         raise ConfigError(f"model.tune_last_blocks={config.model.tune_last_blocks}: expected -1 (all), 0 or n > 0")
+    check_tune_attention(config)
     train = config.train
     for key in ("iterations", "batch_size", "grad_accum_steps", "log_every", "keep_checkpoints"):
         _positive(getattr(train, key), f"train.{key}")
@@ -109,6 +110,19 @@ def check_choices(config: ExperimentConfig) -> None:
             f"train.loss_args={train.loss_args}: segmentation takes no loss arguments (cross-entropy averaged over "
             "the labelled pixels of the global batch); loss_args are for depth_loss"
         )
+
+
+def check_tune_attention(config: ExperimentConfig) -> None:
+    """``model.tune_attention``: alone (``tune_last_blocks: 0``) and on a SigLIP / SigLIP2 tower."""
+    model = config.model
+    if not model.tune_attention:
+        return
+    if model.tune_last_blocks != 0:
+        raise ConfigError(f"model.tune_attention=true with model.tune_last_blocks={model.tune_last_blocks}: two "
+                          "tuning modes; set model.tune_last_blocks=0 (attention only) or model.tune_attention=false")
+    if str(model.backbone).startswith("timm:"):
+        raise ConfigError(f"model.tune_attention applies to SigLIP / SigLIP2 towers (separate q_proj / v_proj), not "
+                          f"model.backbone={model.backbone!r}: timm ViT blocks have one fused qkv Linear")
 
 
 def check_schedule_keys(train: TrainConfig) -> None:

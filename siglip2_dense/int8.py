@@ -39,8 +39,8 @@ def check_quantize(
         raise RequestError(f"quantize={quantize!r}; expected None or one of {QUANTIZE_CHOICES}")
     if not freeze:
         raise RequestError(
-            f"quantize={quantize!r} is for inference with a frozen tower; this one is tuned (freeze=False or "
-            "tune_last_blocks > 0): train in float32, quantise the trained model for inference"
+            f"quantize={quantize!r} is for inference with a frozen tower; this one is tuned (freeze=False, "
+            "tune_last_blocks > 0 or tune_attention): train in float32, quantise the trained model for inference"
         )
     if torch.device(device).type != "cpu":
         raise RequestError(

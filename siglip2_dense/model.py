@@ -12,7 +12,7 @@ A saved model is a directory::
       "format": "siglip2-dense/dense-model",
       "format_version": 1,
       "backbone": {"name_or_path": str, ["relative_path": str,] "layers": [int, ...], "norm": bool,
-                   "freeze": bool, "tune_last_blocks": int,
+                   "freeze": bool, "tune_last_blocks": int, "tune_attention": bool,
                    "embed_dim": int, "num_blocks": int, "dtype": str},
       "head": {"name": str (a key of siglip2_dense.heads.HEADS), "config": {constructor arguments}},
       "weights": {"head": "head.safetensors", "backbone": "backbone.safetensors" | null}
@@ -24,7 +24,9 @@ working directory; ``relative_path`` (only when that folder is inside this direc
 i.e. under the folder that holds it) is the same folder relative to this directory, so a moved or
 copied tree still finds it. Loading tries the absolute path first, then the relative one;
 ``DenseModel.from_pretrained(directory, backbone=...)`` overrides both. ``embed_dim``,
-``num_blocks`` and ``dtype`` are recorded for people and error messages. The head is rebuilt
+``num_blocks`` and ``dtype`` are recorded for people and error messages. ``tune_attention`` (CAT-Seg's
+attention-only tuning, see ``load_backbone``) is absent from files written before it existed: False.
+``backbone.safetensors`` holds exactly the backbone parameters that train (``requires_grad``). The head is rebuilt
 with ``in_channels`` taken from the rebuilt backbone, so a head trained on another width fails
 loudly with the key names and both shapes. Keys are checked strictly both ways, and every file
 is written to a temporary name and renamed into place.
@@ -121,7 +123,7 @@ class DenseModel(nn.Module):
         backbone = load_backbone(
             location, layers=saved_backbone["layers"], norm=saved_backbone["norm"],
             freeze=saved_backbone["freeze"], tune_last_blocks=saved_backbone["tune_last_blocks"],
-            dtype=dtype, device=device,
+            tune_attention=bool(saved_backbone.get("tune_attention", False)), dtype=dtype, device=device,
         )
         saved_config = upgrade_saved_head_config(saved_head["name"], saved_head["config"])  # older keywords
         head_config = {**saved_config, "in_channels": list(backbone.out_channels)}
@@ -168,11 +170,14 @@ def tuned_parameters(backbone: nn.Module) -> dict[str, nn.Parameter]:
 
 
 def tuning_arguments(backbone: nn.Module) -> dict[str, Any]:
-    """``freeze`` / ``tune_last_blocks`` that make ``load_backbone`` tune what ``backbone`` tunes."""
+    """``freeze`` / ``tune_last_blocks`` / ``tune_attention`` that make ``load_backbone`` tune what
+    ``backbone`` tunes."""
+    if getattr(backbone, "tune_attention", False):
+        return {"freeze": True, "tune_last_blocks": 0, "tune_attention": True}
     first = int(backbone.first_tuned_block)
     if first == 0:
-        return {"freeze": False, "tune_last_blocks": 0}
-    return {"freeze": True, "tune_last_blocks": int(backbone.num_blocks) - first}
+        return {"freeze": False, "tune_last_blocks": 0, "tune_attention": False}
+    return {"freeze": True, "tune_last_blocks": int(backbone.num_blocks) - first, "tune_attention": False}
 
 
 def backbone_record(backbone: nn.Module, directory: str | os.PathLike | None = None) -> dict[str, str]:

@@ -107,7 +107,7 @@ def test_save_and_load_a_frozen_backbone_model_bit_identically(checkpoint_dir, i
     config = json.loads((tmp_path / "saved" / CONFIG_FILE).read_text())
     assert config["format_version"] == 1
     assert config["backbone"] == {"name_or_path": str(checkpoint_dir), "layers": [0, 1, 2, 3], "norm": True,
-                                  "freeze": True, "tune_last_blocks": 0, "embed_dim": 32, "num_blocks": 4,
+                                  "freeze": True, "tune_last_blocks": 0, "tune_attention": False, "embed_dim": 32, "num_blocks": 4,
                                   "dtype": "float32"}
     assert config["head"]["name"] == "dpt" and config["head"]["config"] == model.head.config
     assert config["weights"] == {"head": "head.safetensors", "backbone": None}

@@ -42,6 +42,33 @@ def _masked_map_pool(head: nn.Module, tokens: torch.Tensor, token_mask: torch.Te
     return pooled[:, 0]
 
 
+# CAT-Seg's ``clip_finetune == "attention"`` (github.com/cvlab-kaist/CAT-Seg, cat_seg/cat_seg_model.py):
+# in every block of the image encoder only the attention's q_proj and v_proj (weights and biases)
+# train, plus the positional embedding ("position" in the name); everything else is frozen, and
+# configs/config.yaml trains them at the base lr times CLIP_MULTIPLIER = 0.01.
+ATTENTION_TUNED = ("self_attn.q_proj", "self_attn.v_proj")
+"""The modules of every encoder block whose weight and bias train under ``tune_attention``
+(with ``embeddings.position_embedding.weight``)."""
+
+
+def check_tune_attention(tune_attention: bool, freeze: bool, tune_last_blocks: int) -> None:
+    """Refuse ``tune_attention`` with another tuning choice (a RequestError naming both)."""
+    if tune_attention and (not freeze or tune_last_blocks != 0):
+        other = "freeze=False" if not freeze else f"tune_last_blocks={tune_last_blocks}"
+        raise RequestError(f"tune_attention=True with {other}: tune_attention trains only the q / v projections "
+                           "and the position embedding of every block; choose one of the two (tune_last_blocks=0, "
+                           "freeze=True with tune_attention)")
+
+
+def attention_parameters(vision_model: nn.Module) -> list[nn.Parameter]:
+    """What ``tune_attention`` trains: q_proj and v_proj of every block, the position embedding."""
+    parameters = [vision_model.embeddings.position_embedding.weight]
+    for block in vision_model.encoder.layers:
+        for name in ATTENTION_TUNED:
+            parameters += list(block.get_submodule(name).parameters())
+    return parameters
+
+
 class Backbone(BlockTuning):
     """A SigLIP (FixRes) or SigLIP2 (NaFlex) vision tower that returns :class:`DenseFeatures`.
 
@@ -53,6 +80,9 @@ class Backbone(BlockTuning):
         freeze: True freezes the tower (no gradients, eval mode); False tunes all of it.
         tune_last_blocks: with ``freeze=True``, tune only the last N blocks (and the final
             layernorm and MAP head that follow them).
+        tune_attention: tune only the query and value projections (weight and bias) of every
+            block and the position embedding, as CAT-Seg fine-tunes CLIP (:data:`ATTENTION_TUNED`);
+            needs ``freeze=True`` and ``tune_last_blocks=0``.
         name_or_path: the checkpoint this tower came from, as the caller named it.
         checkpoint_dir: the absolute local folder it was read from, None for a hub id;
             ``DenseModel.save_pretrained`` records it so the model loads from any working directory.
@@ -68,8 +98,10 @@ class Backbone(BlockTuning):
         tune_last_blocks: int = 0,
         name_or_path: str = "",
         checkpoint_dir: str | None = None,
+        tune_attention: bool = False,
     ) -> None:
         super().__init__()
+        check_tune_attention(tune_attention, freeze, tune_last_blocks)
         config = vision_model.config
         if config.model_type not in ("siglip_vision_model", "siglip2_vision_model"):
             raise CheckpointError(
@@ -89,8 +121,10 @@ class Backbone(BlockTuning):
         self.checkpoint_dir = checkpoint_dir
         self.has_pooling_head = bool(getattr(vision_model, "use_head", False))
         tail = [vision_model.post_layernorm] + ([vision_model.head] if self.has_pooling_head else [])
+        self.tune_attention = bool(tune_attention)
         self.configure_tuning(freeze, tune_last_blocks, tower=vision_model, stem=[vision_model.embeddings],
-                              blocks=vision_model.encoder.layers, tail=tail)
+                              blocks=vision_model.encoder.layers, tail=tail,
+                              tune_only=attention_parameters(vision_model) if self.tune_attention else None)
 
     # --- preprocessing --------------------------------------------------------------------
     def preprocess(
@@ -188,7 +222,7 @@ class Backbone(BlockTuning):
         """Dense features of a preprocessed batch (the output of :meth:`preprocess`).
 
         Frozen blocks run without building a graph when nothing upstream needs gradients; tuned
-        blocks always do. ``pooled`` is the MAP-head output when the last block is among those
+        blocks always do (under ``tune_attention`` every block and the embeddings are tuned). ``pooled`` is the MAP-head output when the last block is among those
         run (it is whenever ``layers`` includes it), else None.
         """
         from transformers.masking_utils import create_bidirectional_mask
@@ -244,13 +278,15 @@ def load_backbone(
     quantize: str | None = None,
     compile: bool = False,
     quantization_config: Any = None,
+    tune_attention: bool = False,
 ) -> nn.Module:
     """Load a SigLIP / SigLIP2 vision tower (or ``"timm:<name>"``) as a dense backbone.
 
     Args:
         name_or_path: hub id or local directory of a SigLIP / SigLIP2 checkpoint (full model or
             vision model), or ``"timm:<model name>"``.
-        layers, norm, freeze, tune_last_blocks: see :class:`Backbone`.
+        layers, norm, freeze, tune_last_blocks, tune_attention: see :class:`Backbone`
+            (``tune_attention``: SigLIP / SigLIP2 towers only).
         dtype: parameter dtype; default float32 on CPU, bfloat16 on CUDA.
         attn_implementation: ``"eager"``, ``"sdpa"`` (default) or ``"flash_attention_2"``.
         device: where to put the tower (default: CPU).
@@ -271,12 +307,18 @@ def load_backbone(
             hub id the hub does not know. CheckpointError: not a SigLIP / SigLIP2 checkpoint, files
             that cannot be read, missing weights, or a hub that cannot be reached with no cached
             copy (see :func:`siglip2_dense.towers.locate_checkpoint`). RequestError: ``quantize`` on a
-            tuned tower, off the CPU, with a dtype other than float32, or on a timm backbone.
+            tuned tower, off the CPU, with a dtype other than float32, or on a timm backbone;
+            ``tune_attention`` with ``freeze=False`` or ``tune_last_blocks``, or on a timm backbone.
     """
     device = resolve_device(device)
     dtype = default_dtype(device) if dtype is None else dtype
-    check_quantize(quantize, device, dtype, freeze and tune_last_blocks == 0, quantization_config)
+    check_tune_attention(tune_attention, freeze, tune_last_blocks)
+    check_quantize(quantize, device, dtype, freeze and tune_last_blocks == 0 and not tune_attention,
+                   quantization_config)
     if name_or_path.startswith("timm:"):
+        if tune_attention:
+            raise RequestError(f"tune_attention applies to SigLIP / SigLIP2 towers (separate q_proj / v_proj), not "
+                               f"{name_or_path!r}: timm ViT blocks have one fused qkv Linear")
         if quantize is not None or quantization_config is not None:
             raise RequestError(f"quantize / quantization_config are for SigLIP / SigLIP2 towers, not {name_or_path!r}")
         from siglip2_dense.backbone.timm_vit import TimmBackbone
@@ -293,7 +335,7 @@ def load_backbone(
     processor = load_image_processor(source, config)
     backbone = Backbone(
         model, processor, layers=layers, norm=norm, freeze=freeze, tune_last_blocks=tune_last_blocks,
-        name_or_path=name_or_path, checkpoint_dir=source.local_dir,
+        name_or_path=name_or_path, checkpoint_dir=source.local_dir, tune_attention=tune_attention,
     ).to(device)
     compile_blocks(backbone.vision_model.encoder.layers, compile)
     return backbone

@@ -125,7 +125,7 @@ def _train(config: ExperimentConfig, context: ProcessContext) -> dict[str, Any]:
     entries = grid_entries(config)
     if len(entries) > 1 and backbone.tuned:
         raise ConfigError("train.lr_grid / train.layer_grid train several heads on shared features: "
-                          "they need a frozen backbone (model.tune_last_blocks=0)")
+                          "they need a frozen backbone (model.tune_last_blocks=0, model.tune_attention=false)")
     grid = build_head_grid(config, backbone)
     heads = list(grid.heads)
     if context.distributed or tc.grad_accum_steps > 1:

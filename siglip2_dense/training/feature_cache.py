@@ -195,7 +195,8 @@ def build_feature_cache(
         batch_size: images per extraction forward in each process.
     """
     if not backbone.frozen:
-        raise ConfigError("train.feature_cache=true needs a frozen backbone (model.tune_last_blocks=0)")
+        raise ConfigError("train.feature_cache=true needs a frozen backbone (model.tune_last_blocks=0, "
+                          "model.tune_attention=false)")
     if views.views < 1:
         raise ConfigError("train.feature_cache=true needs fixed views: set data.train_views to V >= 1")
     inputs = cache_inputs(backbone, views, config)
