@@ -22,7 +22,8 @@ the other classes of the benchmark are never predicted.
 
 Output: ``<out>/openvocab_table.json`` (every run: per-benchmark mIoU, mAcc, aAcc and per-class IoU)
 and ``<out>/openvocab_table.md`` (the paper-style table: a column per benchmark, the average over
-the eight of the SCLIP lineage when all ran, then ADE-847 and PC-459, outside that average). A run whose ``--name`` already has a row replaces it; others are appended.
+the eight of the SCLIP lineage when all ran, then ADE-847 and PC-459, outside that average). A run
+whose ``--name`` already has a row replaces it; others are appended.
 """
 
 from __future__ import annotations
