@@ -9,8 +9,9 @@ or "mat"), FolderSegmentationDataset(<out>/<split>/images, <out>/<split>/masks, 
 (or configs/folder_linear_siglip2-b16-naflex.yaml with data.root=<out>), PascalVOCDataset /
 PascalVOC20Dataset(<out>/VOCdevkit/VOC2012), PascalContextDataset / PascalContext59Dataset(<out>/VOCdevkit/
 VOC2010), COCOStuffDataset / COCOObjectDataset(<out>/coco_stuff164k), COCOObjectInstancesDataset(<out>/
-coco_stuff164k/images/val2017, <out>/coco_stuff164k/annotations/instances_val2017.json) or
-CityscapesDataset(<out>/cityscapes).
+coco_stuff164k/images/val2017, <out>/coco_stuff164k/annotations/instances_val2017.json),
+CityscapesDataset(<out>/cityscapes), ADE20KFullDataset(<out>/ADE20K_2021_17_01) or
+PascalContext459Dataset(<out>/VOCdevkit/VOC2010).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import argparse
 # The writers' format names (siglip2_dense.data.write_formats.FORMATS, checked equal by a test), listed here
 # so that --help does not import the data wing (and torch).
 FORMATS = ("ade20k", "nyu-bts", "nyu-mat", "folder", "normals-folder", "navi", "voc", "context", "cocostuff",
-           "cocoobject", "cityscapes")
+           "cocoobject", "cityscapes", "ade847", "context459")
 
 
 def parse_size(text: str) -> tuple[int, int]:

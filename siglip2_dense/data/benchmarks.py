@@ -1,4 +1,4 @@
-"""The eight training-free open-vocabulary segmentation benchmarks, as the SCLIP lineage runs them.
+"""The eight training-free open-vocabulary segmentation benchmarks, as the SCLIP lineage runs them, and two more.
 
 One table, :data:`BENCHMARKS`. Every number comes from the SCLIP repository (github.com/wangf3014/SCLIP at
 b56bd30): ``configs/cfg_<name>.py`` for the data set, split, test-time resize and background threshold
@@ -9,6 +9,11 @@ ProxyCLIP resizes ADE20K and Cityscapes to 448 and COCO-Stuff to 336 and sets it
 
 Test-time resize ``Resize(scale=(2048, s), keep_ratio=True)`` is mmcv's rescale to fit inside 2048 x s:
 the short side becomes ``s`` unless the long side would pass 2048 (:data:`LONG_SIDE`, :func:`benchmark_resize`).
+
+Two rows beyond the eight, the large vocabularies of CAT-Seg's zero-shot table (``ade847``, ``context459``;
+data in the layouts of CAT-Seg's preparation scripts): the SCLIP lineage has no config for them, so they take
+their parent data set's settings (ADE20K's and Pascal Context's: short side 336, window 224 / 112, no
+threshold) and compare with the rest of the table; each row's comment says how CAT-Seg itself tests.
 
 With-background benchmarks (VOC21, Context60, COCO-Object) have background as class 0 of both the
 labels and the class-name file; a pixel whose highest class probability is below
@@ -31,11 +36,13 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from siglip2_dense.data.ade20k import ADE20KDataset
+from siglip2_dense.data.ade20k_full import ADE20KFullDataset
 from siglip2_dense.data.cityscapes import CityscapesDataset
 from siglip2_dense.data.class_name_files import packaged_class_names
 from siglip2_dense.data.coco_object import COCOObjectDataset
 from siglip2_dense.data.coco_stuff import COCOStuffDataset
 from siglip2_dense.data.pascal_context import PascalContext59Dataset, PascalContextDataset
+from siglip2_dense.data.pascal_context_459 import PascalContext459Dataset
 from siglip2_dense.data.transforms import ImageOnlyResize
 from siglip2_dense.data.voc import PascalVOC20Dataset, PascalVOCDataset
 from siglip2_dense.errors import RequestError
@@ -81,6 +88,19 @@ BENCHMARKS: dict[str, Benchmark] = {
     "cityscapes": Benchmark(CityscapesDataset, "val", "sclip_cityscapes", None, 560, 224, 112),
     # cfg_ade20k.py: ADE20KDataset, images/validation, reduce_zero_label, scale (2048, 336) (ProxyCLIP: 448)
     "ade20k": Benchmark(ADE20KDataset, "validation", "sclip_ade20k", None, 336, 224, 112),
+    # Beyond the SCLIP lineage: the parent data set's row (cfg_ade20k.py / cfg_context59.py settings), with CAT-Seg's
+    # class names (datasets/ade847.json, datasets/pc459.json). CAT-Seg (github.com/cvlab-kaist/CAT-Seg at 6d3a188)
+    # tests differently: configs/config.yaml INPUT.MIN_SIZE_TEST 640, MAX_SIZE_TEST 2560 (vitb_384.yaml /
+    # vitl_336.yaml: MIN_SIZE_TEST 640); eval.sh sets TEST.SLIDING_WINDOW True and POOLING_SIZES [1,1]; then
+    # cat_seg_model.py inference_sliding_window(kernel=384, overlap=0.333, out_res=[640, 640]) resizes the image
+    # to 640 x 640 (aspect ratio not kept), scores 384 x 384 windows at stride int(384 * (1 - 0.333)) = 256 plus
+    # the whole image at 384 x 384, averages the window sigmoids with the global one, each view fed to CLIP at
+    # 384 (ViT-B/16) or 336 (ViT-L/14@336px), and resizes back to the image (sem_seg_postprocess).
+    # register_ade20k_847.py: ade20k_full_sem_seg_freq_val_all, images_detectron2/validation, ignore_label=65535
+    "ade847": Benchmark(ADE20KFullDataset, "validation", "ade20k_full", None, 336, 224, 112),
+    # register_pascal_context.py: context_459_test_sem_seg, JPEGImages + annotations_detectron2/pc459_val,
+    # ignore_label=459
+    "context459": Benchmark(PascalContext459Dataset, "val", "pascal_context_459", None, 336, 224, 112),
 }
 
 

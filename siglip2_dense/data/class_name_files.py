@@ -3,7 +3,9 @@
 Two kinds, one class per line in label order, ``#`` starts a comment:
 
 - plain names of each data set, as its mmsegmentation class defines them: ``voc``, ``pascal_context``,
-  ``coco_stuff``, ``coco_object``, ``cityscapes`` (ADE20K's are in ``assets/ade20k_150.json``);
+  ``coco_stuff``, ``coco_object``, ``cityscapes`` (ADE20K's are in ``assets/ade20k_150.json``), and
+  ``ade20k_full`` (ADE-847) and ``pascal_context_459`` (PC-459) as CAT-Seg's ``datasets/ade847.json`` and
+  ``datasets/pc459.json`` list them (ADE-847's WordNet names carry synonyms after commas, as CAT-Seg prompts them);
 - the names with synonyms (comma-separated on one line) that the published training-free
   open-vocabulary results used, from the SCLIP lineage's ``configs/cls_*.txt``: ``sclip_voc21``,
   ``sclip_voc20``, ``sclip_context60``, ``sclip_context59``, ``sclip_coco_object``,
@@ -20,7 +22,7 @@ from importlib import resources
 from siglip2_dense.errors import RequestError
 
 CLASS_NAME_FILES = (
-    "voc", "pascal_context", "coco_stuff", "coco_object", "cityscapes",
+    "voc", "pascal_context", "coco_stuff", "coco_object", "cityscapes", "ade20k_full", "pascal_context_459",
     "sclip_voc21", "sclip_voc20", "sclip_context60", "sclip_context59", "sclip_coco_object",
     "sclip_coco_stuff", "sclip_cityscapes", "sclip_ade20k",
 )  # fmt: skip

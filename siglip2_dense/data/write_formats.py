@@ -34,6 +34,8 @@ the training split, so ``num >= 2`` gives both (:mod:`~siglip2_dense.data.scene_
 - ``cocostuff``, ``cocoobject``: ``coco_stuff164k`` with raw and converted label maps, COCO-Object's
   ``_instanceTrainIds`` PNGs and ``instances_<split>.json`` (:mod:`~siglip2_dense.data.write_coco`).
 - ``cityscapes``: ``cityscapes/{leftImg8bit,gtFine}`` (:mod:`~siglip2_dense.data.write_cityscapes`).
+- ``ade847``, ``context459``: ``ADE20K_2021_17_01`` / ``VOCdevkit/VOC2010`` with CAT-Seg's 16-bit TIFF label
+  maps (:mod:`~siglip2_dense.data.write_catseg`).
 Each of those modules states its class mapping (synthetic class -> the value in the files).
 
 Every file is written to a temporary name and renamed into place.
@@ -58,13 +60,15 @@ from siglip2_dense.data.nyu import BTS_DATA_DIRS, BTS_LIST_FILES, LABELED_MAT_FI
 from siglip2_dense.data.nyu_normals import NORMALS_PKLZ_FILE, SN40_FILES
 from siglip2_dense.data.scene_splits import Size, is_evaluation_scene, iter_scenes
 from siglip2_dense.data.synthetic import CLASS_NAMES
+from siglip2_dense.data.write_catseg import write_ade847, write_context459
 from siglip2_dense.data.write_cityscapes import write_cityscapes
 from siglip2_dense.data.write_coco import write_cocoobject, write_cocostuff
 from siglip2_dense.data.write_pascal import write_context, write_voc
 from siglip2_dense.errors import RequestError
 from siglip2_dense.files import atomic_output, write_bytes_atomic
 
-FORMATS = ("ade20k", "nyu-bts", "nyu-mat", "folder", "normals-folder", "navi", "voc", "context", "cocostuff", "cocoobject", "cityscapes")
+FORMATS = ("ade20k", "nyu-bts", "nyu-mat", "folder", "normals-folder", "navi", "voc", "context", "cocostuff", "cocoobject",
+           "cityscapes", "ade847", "context459")
 
 
 def write_ade20k(
@@ -216,7 +220,7 @@ WRITERS = {
     "ade20k": write_ade20k, "nyu-bts": write_nyu_bts, "nyu-mat": write_nyu_mat, "folder": write_folder,
     "normals-folder": write_normals_folder, "navi": write_navi,
     "voc": write_voc, "context": write_context, "cocostuff": write_cocostuff, "cocoobject": write_cocoobject,
-    "cityscapes": write_cityscapes,
+    "cityscapes": write_cityscapes, "ade847": write_ade847, "context459": write_context459,
 }  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""The training-free open-vocabulary table: eight benchmarks, one row per run, Markdown + JSON.
+"""The training-free open-vocabulary table: eight benchmarks (and ADE-847, PC-459), one row per run, Markdown + JSON.
 
     python -m siglip2_dense.openvocab.benchmark_table --model google/siglip2-base-patch16-naflex \\
         --benchmarks all --variant naclip --pamr --data-root /data --out openvocab-table
@@ -22,7 +22,8 @@ the other classes of the benchmark are never predicted.
 
 Output: ``<out>/openvocab_table.json`` (every run: per-benchmark mIoU, mAcc, aAcc and per-class IoU)
 and ``<out>/openvocab_table.md`` (the paper-style table: a column per benchmark, the average over
-the eight when all ran). A run whose ``--name`` already has a row replaces it; others are appended.
+the eight of the SCLIP lineage when all ran, then ADE-847 and PC-459, outside that average). A run
+whose ``--name`` already has a row replaces it; others are appended.
 """
 
 from __future__ import annotations
@@ -48,21 +49,27 @@ from siglip2_dense.data.benchmarks import (
     get_benchmark,
 )
 from siglip2_dense.data.synthetic import CLASS_NAMES
+from siglip2_dense.data.write_catseg import ade847_label, context459_label
 from siglip2_dense.errors import DataError, RequestError
 from siglip2_dense.files import write_json, write_text_atomic
 
-# column order and titles of the published tables (SCLIP / NACLIP README)
-COLUMNS = {"voc21": "VOC21", "context60": "PC60", "coco_object": "Object", "voc20": "VOC20",
-           "cityscapes": "City", "context59": "PC59", "ade20k": "ADE", "coco_stuff": "Stuff"}
+# column order and titles of the published tables (SCLIP / NACLIP README), averaged in "Avg"
+AVERAGED = {"voc21": "VOC21", "context60": "PC60", "coco_object": "Object", "voc20": "VOC20",
+            "cityscapes": "City", "context59": "PC59", "ade20k": "ADE", "coco_stuff": "Stuff"}
+# after "Avg": the large vocabularies of CAT-Seg's table (its titles), not in the lineage's average
+EXTRA_COLUMNS = {"ade847": "A-847", "context459": "PC-459"}
+COLUMNS = {**AVERAGED, **EXTRA_COLUMNS}
 DATA_FOLDERS = {
     "voc21": "VOCdevkit/VOC2012", "voc20": "VOCdevkit/VOC2012",
     "context60": "VOCdevkit/VOC2010", "context59": "VOCdevkit/VOC2010",
     "coco_object": "coco_stuff164k", "coco_stuff": "coco_stuff164k",
     "cityscapes": "cityscapes", "ade20k": "ADEChallengeData2016",
+    "ade847": "ADE20K_2021_17_01", "context459": "VOCdevkit/VOC2010",
 }
 NUM_CLASSES = {"voc21": 21, "voc20": 20, "context60": 60, "context59": 59, "coco_object": 81,
-               "coco_stuff": 171, "cityscapes": 19, "ade20k": 150}
-# label written for synthetic class k (write_pascal.py, write_coco.py, write_cityscapes.py, write_formats.py);
+               "coco_stuff": 171, "cityscapes": 19, "ade20k": 150, "ade847": 847, "context459": 459}
+# label written for synthetic class k (write_pascal.py, write_coco.py, write_cityscapes.py, write_formats.py,
+# write_catseg.py);
 # None: the class is not a label of that benchmark (ignored background)
 _BACKGROUND_TO_WALL_OTHER = 161  # write_coco.py WALL_OTHER_TRAIN_ID
 SYNTHETIC_LABELS = {
@@ -70,6 +77,7 @@ SYNTHETIC_LABELS = {
     "ade20k": lambda k: k, "voc20": lambda k: None if k == 0 else k - 1,
     "context59": lambda k: None if k == 0 else k - 1,
     "coco_stuff": lambda k: _BACKGROUND_TO_WALL_OTHER if k == 0 else k - 1,
+    "ade847": ade847_label, "context459": context459_label,
 }
 TABLE_JSON, TABLE_MARKDOWN = "openvocab_table.json", "openvocab_table.md"
 
@@ -168,12 +176,16 @@ def benchmark_metrics(
     window: int | None = None,
     stride: int | None = None,
     transform: ItemTransform | None = None,
+    ignore_index: int | None = None,
 ) -> tuple[dict[str, Any], int]:
     """One benchmark with its protocol (:func:`benchmark_predictor`) on the data under ``root``, unrounded.
 
     Args:
         transform: applied to each item before prediction (``{"image", "mask", "path"}`` at the original
             size), e.g. a label mapping that scores one layout's images as another layout labels them.
+        ignore_index: the label left out of the metrics; None: the data set's own (``ignore_index``: 255, or
+            65535 for ADE-847 and PC-459, whose 847 / 459 classes include 255). Give it when ``transform``
+            relabels the masks with another ignore value.
 
     Returns:
         The evaluator's ``compute()`` (``mIoU``, ``mAcc``, ``aAcc`` percent; ``IoU``, ``Acc`` ``[K]``) and the
@@ -183,11 +195,13 @@ def benchmark_metrics(
     from siglip2_dense.evaluation.loop import evaluate_images
 
     dataset = build_benchmark_dataset(name, root, transform=transform)
+    if ignore_index is None:
+        ignore_index = int(getattr(dataset, "ignore_index", 255))
     if max_images is not None:
         dataset = torch.utils.data.Subset(dataset, range(min(max_images, len(dataset))))
     predict = benchmark_predictor(segmenter, name, vocabulary, background_threshold, inference, short_side,
                                   window, stride)
-    evaluator = SegmentationEvaluator(num_classes=len(vocabulary), ignore_index=255)
+    evaluator = SegmentationEvaluator(num_classes=len(vocabulary), ignore_index=ignore_index)
     metrics = evaluate_images(predict, dataset, evaluator, "segmentation", torch.device("cpu"), progress=progress,
                               description=name)
     return metrics, len(dataset)
@@ -206,6 +220,7 @@ def run_benchmark(
     window: int | None = None,
     stride: int | None = None,
     transform: ItemTransform | None = None,
+    ignore_index: int | None = None,
 ) -> dict[str, Any]:
     """:func:`benchmark_metrics` as a table entry.
 
@@ -213,7 +228,8 @@ def run_benchmark(
         ``{"mIoU", "mAcc", "aAcc", "IoU": {class: value}, "num_images"}`` (percent, 4 decimals; None for no union).
     """
     metrics, num_images = benchmark_metrics(segmenter, name, root, vocabulary, background_threshold, inference,
-                                            max_images, progress, short_side, window, stride, transform)
+                                            max_images, progress, short_side, window, stride, transform,
+                                            ignore_index)
     names = [label or f"class {i}" for i, label in enumerate(vocabulary)]
     per_class = {n: _number(v) for n, v in zip(names, metrics["IoU"])}
     return {"mIoU": _number(metrics["mIoU"]), "mAcc": _number(metrics["mAcc"]), "aAcc": _number(metrics["aAcc"]),
@@ -228,23 +244,26 @@ def _number(value: Any) -> float | None:
 # --- the table ---------------------------------------------------------------------------------------
 
 def row_average(results: dict[str, Any]) -> float | None:
-    """The average mIoU over the eight benchmarks, None unless all eight ran."""
-    values = [results.get(n, {}).get("mIoU") for n in COLUMNS]
+    """The average mIoU over the eight benchmarks of :data:`AVERAGED`, None unless all eight ran."""
+    values = [results.get(n, {}).get("mIoU") for n in AVERAGED]
     return None if any(v is None for v in values) else round(sum(values) / len(values), 2)
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The paper-style table: one row per run, a column per benchmark (mIoU, 1 decimal) and Avg."""
-    header = "| run | " + " | ".join(COLUMNS.values()) + " | Avg |"
+    """The paper-style table: one row per run, a column per benchmark of :data:`AVERAGED` (mIoU, 1 decimal),
+    their Avg, then the :data:`EXTRA_COLUMNS`."""
+    header = "| run | " + " | ".join([*AVERAGED.values(), "Avg", *EXTRA_COLUMNS.values()]) + " |"
     lines = [header, "|---" * (len(COLUMNS) + 2) + "|"]
     for row in rows:
-        cells = []
-        for name in COLUMNS:
-            value = row["results"].get(name, {}).get("mIoU")
-            cells.append("–" if value is None else f"{value:.1f}")
-        average = row_average(row["results"])
-        lines.append(f"| {row['name']} | " + " | ".join(cells) + f" | {'–' if average is None else f'{average:.1f}'} |")
+        cells = [_cell(row["results"].get(name, {}).get("mIoU")) for name in AVERAGED]
+        cells.append(_cell(row_average(row["results"])))
+        cells += [_cell(row["results"].get(name, {}).get("mIoU")) for name in EXTRA_COLUMNS]
+        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
 
 
 def write_table(out: Path, row: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""The eight-benchmark table command on the synthetic world written in every layout, with the demo checkpoint."""
+"""The benchmark table command (eight benchmarks, ADE-847, PC-459) on the synthetic world written in every layout, with the demo checkpoint."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from siglip2_dense.data.write_formats import write_synthetic
 from siglip2_dense.errors import RequestError
 from siglip2_dense.openvocab import benchmark_table as table
 
-FORMATS = ("ade20k", "voc", "context", "cocostuff", "cocoobject", "cityscapes")
+FORMATS = ("ade20k", "voc", "context", "cocostuff", "cocoobject", "cityscapes", "ade847", "context459")
 # formats whose labels hold the same 17 synthetic classes with no void band (every layout holds the same pixels)
-SAME_AS_ADE = ("context60", "coco_object", "coco_stuff", "cityscapes")
-# the others: a void band (VOC21), no background class (VOC20, PC59)
-MAPPED = ("voc21", "voc20", "context59")
+SAME_AS_ADE = ("context60", "coco_object", "coco_stuff", "cityscapes", "context459")
+# the others: a void band (VOC21, ADE-847), no background class (VOC20, PC59)
+MAPPED = ("voc21", "voc20", "context59", "ade847")
 PROTOCOL = {"short_side": 96, "window": 96, "stride": 64}
 
 
@@ -43,6 +43,9 @@ def test_synthetic_vocabulary_follows_the_writers_class_mapping():
     assert len(voc20) == 20 and voc20[0] == "red circle" and voc20[15] is not None and voc20[16] is None
     assert len(stuff) == 171 and stuff[161] == "background" and stuff[0] == "red circle"
     assert voc21[0] == "background" and voc21[:17].count(None) == 0 and voc21[17:] == [None] * 4
+    ade847, context459 = table.synthetic_vocabulary("ade847"), table.synthetic_vocabulary("context459")
+    assert len(ade847) == 847 and ade847[5] == "background" and ade847[255] is not None and ade847[805] is not None
+    assert len(context459) == 459 and context459[12] == "background" and context459[444] is not None
 
 
 def test_threshold_assigns_class_zero_and_unnamed_classes_never_win():
@@ -73,9 +76,11 @@ def test_table_on_every_layout_and_formats_agree_with_ade20k(synthetic_root, tmp
     for name in MAPPED:  # the mapping matters: without it these layouts would not match ADE20K's plain figure
         assert abs(counterparts[name]["mIoU"] - ade["mIoU"]) > 0.1, name
     assert results["voc21"]["IoU"]["background"] is not None and len(results["coco_stuff"]["IoU"]) == 171
-    assert record["rows"][0]["average"] == pytest.approx(sum(r["mIoU"] for r in results.values()) / 8, abs=0.01)
+    averaged = [results[n]["mIoU"] for n in table.AVERAGED]  # the eight; ADE-847 and PC-459 stay outside
+    assert record["rows"][0]["average"] == pytest.approx(sum(averaged) / 8, abs=0.01)
     markdown = (tmp_path / table.TABLE_MARKDOWN).read_text()
-    assert markdown.splitlines()[0] == "| run | VOC21 | PC60 | Object | VOC20 | City | PC59 | ADE | Stuff | Avg |"
+    assert markdown.splitlines()[0] == ("| run | VOC21 | PC60 | Object | VOC20 | City | PC59 | ADE | Stuff | Avg "
+                                        "| A-847 | PC-459 |")
     assert markdown.strip().splitlines()[-1] in printed
     assert f"| {ade['mIoU']:.1f} |" in markdown.splitlines()[2]
 

@@ -1,6 +1,6 @@
-"""The demo table (slow): the demo checkpoint on the synthetic world in all eight layouts.
+"""The demo table (slow): the demo checkpoint on the synthetic world in all ten layouts.
 
-Prints the plain row over the eight benchmarks and, on the ADE20K layout, every variant with PAMR
+Prints the plain row over the ten benchmarks and, on the ADE20K layout, every variant with PAMR
 off / on, sliding window and NaFlex-native. Guards: the plain figure of every layout equals, within 0.01,
 the ADE20K layout's scenes scored with that layout's labels and vocabulary (the same figure as ADE20K's own
 for the layouts that hold the same 17 classes with no void band; every layout holds the same pixels), and
@@ -19,7 +19,7 @@ from conftest import DEMO_CHECKPOINT
 from siglip2_dense.data.write_formats import write_synthetic
 from siglip2_dense.openvocab import benchmark_table as table
 
-FORMATS = ("ade20k", "voc", "context", "cocostuff", "cocoobject", "cityscapes")
+FORMATS = ("ade20k", "voc", "context", "cocostuff", "cocoobject", "cityscapes", "ade847", "context459")
 COMMON = ["--vocabulary", "synthetic", "--templates", "single", "--background-threshold", "none",
           "--short-side", "336"]
 
