@@ -27,7 +27,7 @@ EXPERIMENTS = sorted([*(p for p in (ROOT / "configs").glob("*.yaml") if not p.na
 
 def test_every_protocol_file_loads_and_names_itself():
     names = sorted(p.stem for p in PROTOCOLS.glob("*.yaml"))
-    assert names == ["dinov2_ade20k_linear", "dinov2_nyu_dpt", "dinov2_nyu_linear", "dinov3_ade20k_linear",
+    assert names == ["catseg_cocostuff_vitl", "dinov2_ade20k_linear", "dinov2_nyu_dpt", "dinov2_nyu_linear", "dinov3_ade20k_linear",
                      "dinov3_nyu_linear", "tips_siglip2_depth_dpt", "tips_siglip2_depth_linear",
                      "tips_siglip2_normals_dpt", "tips_siglip2_seg_linear"]
     for name in names:

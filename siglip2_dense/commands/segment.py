@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="background threshold: pixels whose best probability is below it become 'background' "
         "(index = number of labels); default: none",
     )
+    parser.add_argument("--head", default=None,
+                        help="a trained open-vocabulary head's folder (e.g. cost_aggregation, from tools/train.py) on "
+                             "--model's towers; --variant and --templates then do not apply")
     parser.add_argument("--templates", choices=TEMPLATE_SETS, default="single", help="prompt templates (default single)")
     parser.add_argument("--max-num-patches", type=int, default=None, help="NaFlex patch budget (default: the checkpoint's)")
     parser.add_argument("--inference", choices=INFERENCE_MODES, default="native", help="native (default) or slide")
@@ -113,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
                 background_threshold=args.threshold, device=context.device if args.device else None,
                 cache_dir=args.cache_dir, inference=args.inference, crop=(args.crop, args.crop),
                 stride=(args.stride, args.stride), batch_size=args.batch_size, quantize=args.quantize,
-                compile=args.compile,
+                compile=args.compile, head=args.head,
             )
             embedded = segmenter.encode_labels(labels)
             hidden = True if args.no_progress or not context.is_main else None  # None: a bar on terminals only

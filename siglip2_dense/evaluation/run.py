@@ -134,6 +134,24 @@ def dense_model_predictor(
     return from_scores(scores, config.task, num_classes)
 
 
+def data_set_vocabulary(config: ExperimentConfig, class_names: Sequence[str] | None) -> list[str]:
+    """The labels a trained open-vocabulary head is evaluated with: the data set's own vocabulary, as
+    zero-shot evaluation finds it (the benchmark's class-name file with synonyms, the root's
+    ``class_names.txt``, or the data set's names), never the head's training labels."""
+    args = {key: value for key, value in config.head.args.items() if key != "labels"}
+    return zero_shot_labels(dataclasses.replace(config, head=dataclasses.replace(config.head, args=args)), class_names)
+
+
+def set_data_set_vocabulary(head: torch.nn.Module, labels: Sequence[str], text_checkpoint: str,
+                            device: torch.device, cache_dir: str | None) -> None:
+    """Embed ``labels`` with ``text_checkpoint``'s text tower and the head's own templates; give them to the head."""
+    from siglip2_dense.text.encoder import TextEncoder
+    from siglip2_dense.text.template_embeddings import template_embeddings
+
+    encoder = TextEncoder.from_pretrained(text_checkpoint, device=device, dtype=torch.float32, cache_dir=cache_dir)
+    head.set_vocabulary(template_embeddings(encoder, list(labels), head.templates).embeddings)
+
+
 def parameter_dtype(module: torch.nn.Module) -> str:
     """The dtype of ``module``'s first floating-point parameter, as ``"float32"`` / ``"bfloat16"``."""
     for parameter in module.parameters():
@@ -223,6 +241,12 @@ def _run(
         sections["labels"] = labels
     else:
         model = load_model_for_evaluation(checkpoint, device, head, dtype=backbone_dtype(config, device))
+        if hasattr(model.head, "set_vocabulary"):  # a trained open-vocabulary head: the data set's own classes
+            labels = data_set_vocabulary(config, class_names)
+            set_data_set_vocabulary(model.head, labels, config.model.backbone, device, text_cache_dir)
+            sections["labels"] = labels
+            config = dataclasses.replace(config, head=dataclasses.replace(config.head, args={
+                **config.head.args, "num_classes": len(labels)}))
         evaluator = build_evaluator(config, ignore_index)
         predict = dense_model_predictor(model, config, device, getattr(evaluator, "num_classes", None))
         model_section = {"kind": "dense", "checkpoint": str(checkpoint), "backbone": model.backbone.name_or_path,

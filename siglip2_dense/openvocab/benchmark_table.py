@@ -292,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="SigLIP / SigLIP2 or CLIP checkpoint (hub id or folder)")
     parser.add_argument("--benchmarks", default="all", help=f"'all' or a comma-separated list of {', '.join(COLUMNS)}")
     parser.add_argument("--variant", choices=VARIANTS, default="plain", help="last-block variant (default plain)")
+    parser.add_argument("--head", default=None,
+                        help="a trained open-vocabulary head's folder (tools/train.py's best/ or final/, e.g. "
+                             "cost_aggregation) on --model's towers; --variant, --templates, --proxy then do not apply")
     parser.add_argument("--map-mlp", action=argparse.BooleanOptionalAction, default=None,
                         help="keep the MAP head's MLP step (default: the variant's own)")
     parser.add_argument("--pamr", action="store_true", help="PAMR post-processing (10 iterations, dilations 8 and 16)")
@@ -322,6 +325,15 @@ def load_segmenter(args: argparse.Namespace) -> Any:
 
     common = dict(variant=args.variant, templates=args.templates, device=args.device, cache_dir=args.cache_dir,
                   inference=args.inference, pamr_iterations=PAMR_ITERATIONS if args.pamr else 0, proxy=args.proxy)
+    if getattr(args, "head", None) is not None:
+        from siglip2_dense.openvocab.segmenter import OpenVocabSegmenter
+
+        if is_clip_checkpoint(args.model) or args.proxy is not None:
+            raise RequestError("--head runs a trained head on a SigLIP / SigLIP2 checkpoint; leave out --proxy "
+                               "and give a SigLIP checkpoint as --model")
+        return OpenVocabSegmenter.from_pretrained(args.model, head=args.head, device=args.device,
+                                                  cache_dir=args.cache_dir, inference=args.inference,
+                                                  pamr_iterations=PAMR_ITERATIONS if args.pamr else 0)
     if is_clip_checkpoint(args.model):
         from siglip2_dense.openvocab.clip import clip_segmenter
 
@@ -365,7 +377,7 @@ def run(args: argparse.Namespace) -> int:
             progress=args.progress, short_side=args.short_side, window=args.window, stride=args.stride,
         )
         print(f"{name}: mIoU {results[name]['mIoU']} on {results[name]['num_images']} images")
-    options = [args.variant] + (["pamr"] if args.pamr else []) + ([args.inference] if args.inference != "slide" else [])
+    options = ([f"head {args.head}"] if getattr(args, "head", None) else [args.variant]) + (["pamr"] if args.pamr else []) + ([args.inference] if args.inference != "slide" else [])
     if args.map_mlp is not None:
         options.append("map-mlp" if args.map_mlp else "no-map-mlp")
     row = {"name": args.name or f"{args.model} {' '.join(options)}", "model": args.model, "variant": args.variant,
