@@ -7,7 +7,7 @@ of ``gpu.py`` is added; otherwise the last GPU table saved in ``benchmarks/gpu_r
 (if any) is included with the card it ran on.
 
 Run: ``python benchmarks/run_all.py [--only backbone,eval] [--out benchmarks/RESULTS.md]``
-(about 15-25 minutes on a 2-core CPU).
+(about 20-30 minutes on a 2-core CPU).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from measure import Figure, machine_description  # noqa: E402
 from siglip2_dense.files import write_text_atomic  # noqa: E402
 
 BENCHMARKS = ("backbone", "data", "eval", "probe", "openvocab", "openvocab_protocols", "vs_transformers_recipe",
-              "naflex_batching", "memory", "cpu_options")
+              "naflex_batching", "memory", "cpu_options", "cost_aggregation")
 
 
 def run_benchmark(name: str) -> tuple[list[Figure], str, float]:
