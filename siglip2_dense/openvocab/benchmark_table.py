@@ -59,6 +59,9 @@ AVERAGED = {"voc21": "VOC21", "context60": "PC60", "coco_object": "Object", "voc
 # after "Avg": the large vocabularies of CAT-Seg's table (its titles), not in the lineage's average
 EXTRA_COLUMNS = {"ade847": "A-847", "context459": "PC-459"}
 COLUMNS = {**AVERAGED, **EXTRA_COLUMNS}
+# The trained open-vocabulary row of the SigLIP2 paper's Table 3 (CAT-Seg's benchmarks, in its column order)
+TABLE3 = {"ade847": "A-847", "context459": "PC-459", "ade20k": "A-150", "context59": "PC-59", "voc20": "VOC-20",
+          "voc21": "VOC-21"}
 DATA_FOLDERS = {
     "voc21": "VOCdevkit/VOC2012", "voc20": "VOCdevkit/VOC2012",
     "context60": "VOCdevkit/VOC2010", "context59": "VOCdevkit/VOC2010",
@@ -102,8 +105,10 @@ def benchmark_vocabulary(name: str, kind: str) -> list[str | None]:
 
 
 def resolve_benchmarks(text: str) -> list[str]:
-    """``"all"`` or a comma-separated list of :data:`BENCHMARKS` names, in the table's column order."""
-    names = list(COLUMNS) if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    """``"all"``, ``"table3"`` (:data:`TABLE3`) or a comma-separated list of :data:`BENCHMARKS` names, in the
+    table's column order."""
+    named = {"all": list(COLUMNS), "table3": list(TABLE3)}
+    names = named.get(text.strip()) or [n.strip() for n in text.split(",") if n.strip()]
     for name in names:
         get_benchmark(name)
     return [n for n in COLUMNS if n in names]
@@ -290,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="google/siglip2-base-patch16-naflex",
                         help="SigLIP / SigLIP2 or CLIP checkpoint (hub id or folder)")
-    parser.add_argument("--benchmarks", default="all", help=f"'all' or a comma-separated list of {', '.join(COLUMNS)}")
+    parser.add_argument("--benchmarks", default="all",
+                        help=f"'all', 'table3' (the SigLIP2 paper's Table 3: {', '.join(TABLE3)}) or a comma-separated "
+                             f"list of {', '.join(COLUMNS)}")
     parser.add_argument("--variant", choices=VARIANTS, default="plain", help="last-block variant (default plain)")
     parser.add_argument("--head", default=None,
                         help="a trained open-vocabulary head's folder (tools/train.py's best/ or final/, e.g. "
@@ -388,7 +395,16 @@ def run(args: argparse.Namespace) -> int:
            "average": row_average(results), "results": results}
     rows = write_table(Path(args.out), row)
     print(markdown_table(rows), end="")
+    if any(name in results for name in TABLE3):
+        print(table3_row(row["name"], results), end="")
     return 0
+
+
+def table3_row(name: str, results: dict[str, Any]) -> str:
+    """The run as a row of the SigLIP2 paper's Table 3 (:data:`TABLE3` columns, mIoU with 1 decimal)."""
+    header = "| run | " + " | ".join(TABLE3.values()) + " |"
+    cells = [_cell(results.get(benchmark, {}).get("mIoU")) for benchmark in TABLE3]
+    return "\n".join([header, "|---" * (len(TABLE3) + 1) + "|", f"| {name} | " + " | ".join(cells) + " |"]) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -112,3 +112,11 @@ def test_cli_dispatch_reaches_the_command(tmp_path):
     completed = subprocess.run([sys.executable, "-m", "siglip2_dense.cli", "eval-openvocab", "--benchmarks", "voc",
                                 "--data-root", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 2 and "unknown benchmark 'voc'" in completed.stderr
+
+
+def test_table3_row_has_catseg_columns_in_the_papers_order():
+    assert table.resolve_benchmarks("table3") == ["voc21", "voc20", "context59", "ade20k", "ade847", "context459"]
+    text = table.table3_row("run", {"voc20": {"mIoU": 97.04}, "ade847": {"mIoU": 14.26}})
+    header, _, row = text.strip().splitlines()
+    assert header == "| run | A-847 | PC-459 | A-150 | PC-59 | VOC-20 | VOC-21 |"
+    assert row == "| run | 14.3 | – | – | – | 97.0 | – |"
