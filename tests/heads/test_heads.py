@@ -297,7 +297,7 @@ def test_dpt_fine_output_averages_to_the_grid_output_and_defaults_scale_with_wid
 
 def test_build_head_registry_and_argument_errors():
     assert set(HEADS) >= {"linear", "bins", "dpt"}
-    with pytest.raises(ValueError, match="expected one of bins, dpt, dpt_normals, linear, linear_normals, openvocab"):
+    with pytest.raises(ValueError, match="expected one of bins, cost_aggregation, dpt, dpt_normals, linear, linear_normals, openvocab"):
         build_head("segformer", in_channels=[8])
     with pytest.raises(RequestError, match="exactly 4"):
         build_head("dpt", in_channels=[8] * 3, num_classes=2)
