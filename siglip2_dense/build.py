@@ -119,16 +119,14 @@ def connect_head(head: nn.Module, backbone: nn.Module, text_checkpoint: str) -> 
     if hasattr(head, "bind_backbone"):
         head.bind_backbone(backbone)
     if hasattr(head, "set_vocabulary"):
-        from siglip2_dense.text.encoder import TextEncoder
-        from siglip2_dense.text.template_embeddings import label_list, template_embeddings
+        from siglip2_dense.text.template_embeddings import checkpoint_template_embeddings, label_list
 
         labels = label_list(head.labels)
         if len(labels) != head.num_classes:
             raise ConfigError(f"head.args.labels names {len(labels)} classes, head.args.num_classes is "
                               f"{head.num_classes}; label k must name class k of the training set")
         device = next(backbone.parameters()).device
-        encoder = TextEncoder.from_pretrained(text_checkpoint, device=device, dtype=torch.float32)
-        head.set_vocabulary(template_embeddings(encoder, labels, head.templates).embeddings)
+        head.set_vocabulary(checkpoint_template_embeddings(text_checkpoint, labels, head.templates, device))
 
 
 def build_model(config: ExperimentConfig, device: str | torch.device | None = None) -> nn.Module:

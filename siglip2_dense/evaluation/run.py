@@ -142,16 +142,6 @@ def data_set_vocabulary(config: ExperimentConfig, class_names: Sequence[str] | N
     return zero_shot_labels(dataclasses.replace(config, head=dataclasses.replace(config.head, args=args)), class_names)
 
 
-def set_data_set_vocabulary(head: torch.nn.Module, labels: Sequence[str], text_checkpoint: str,
-                            device: torch.device, cache_dir: str | None) -> None:
-    """Embed ``labels`` with ``text_checkpoint``'s text tower and the head's own templates; give them to the head."""
-    from siglip2_dense.text.encoder import TextEncoder
-    from siglip2_dense.text.template_embeddings import template_embeddings
-
-    encoder = TextEncoder.from_pretrained(text_checkpoint, device=device, dtype=torch.float32, cache_dir=cache_dir)
-    head.set_vocabulary(template_embeddings(encoder, list(labels), head.templates).embeddings)
-
-
 def parameter_dtype(module: torch.nn.Module) -> str:
     """The dtype of ``module``'s first floating-point parameter, as ``"float32"`` / ``"bfloat16"``."""
     for parameter in module.parameters():
@@ -242,8 +232,11 @@ def _run(
     else:
         model = load_model_for_evaluation(checkpoint, device, head, dtype=backbone_dtype(config, device))
         if hasattr(model.head, "set_vocabulary"):  # a trained open-vocabulary head: the data set's own classes
+            from siglip2_dense.text.template_embeddings import checkpoint_template_embeddings
+
             labels = data_set_vocabulary(config, class_names)
-            set_data_set_vocabulary(model.head, labels, config.model.backbone, device, text_cache_dir)
+            model.head.set_vocabulary(checkpoint_template_embeddings(config.model.backbone, labels,
+                                                                     model.head.templates, device, text_cache_dir))
             sections["labels"] = labels
             config = dataclasses.replace(config, head=dataclasses.replace(config.head, args={
                 **config.head.args, "num_classes": len(labels)}))

@@ -37,3 +37,10 @@ def template_embeddings(encoder: TextEncoder, labels: Sequence[str], templates: 
         per_template.append(F.normalize(summed, dim=-1))  # the mean's direction
     return LabelEmbeddings(labels=tuple(labels), synonyms=tuple(", ".join(group) for group in parsed),
                            embeddings=torch.stack(per_template, dim=1), label_index=torch.arange(len(parsed)))
+
+
+def checkpoint_template_embeddings(checkpoint: str, labels: Sequence[str], templates: str | Sequence[str],
+                                   device: torch.device | str | None = None, cache_dir: str | None = None) -> torch.Tensor:
+    """``[K, P, D]`` per-template embeddings of ``labels`` by ``checkpoint``'s text tower (float32, disk-cached)."""
+    encoder = TextEncoder.from_pretrained(checkpoint, device=device, dtype=torch.float32, cache_dir=cache_dir)
+    return template_embeddings(encoder, list(labels), templates).embeddings
