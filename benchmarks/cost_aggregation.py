@@ -40,14 +40,11 @@ the shared 2-core machine; ``--tiny``: a tiny tower and head, a few seconds, for
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +52,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from backbone import BASE
-from measure import Figure, interleaved_seconds, print_figures
+from measure import Figure, interleaved_seconds, print_figures, transient_peak
 
 MIB = 2**20
 
@@ -116,41 +113,6 @@ def text_of(classes: int, dim: int) -> torch.Tensor:
     return torch.randn(classes, 1, dim, generator=torch.Generator().manual_seed(classes))
 
 
-# --- memory: resident size sampled around one head call (as benchmarks/memory.py) ----------------------
-def resident() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def settle() -> int:
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
-    return resident()
-
-
-def transient_peak(fn) -> int:
-    """Bytes of resident memory ``fn()`` adds at its peak over what was resident before it."""
-    before = settle()
-    peak, running = [before], [True]
-
-    def sample() -> None:
-        while running[0]:
-            peak[0] = max(peak[0], resident())
-            time.sleep(0.0005)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        fn()
-    finally:
-        running[0] = False
-        sampler.join()
-    return max(peak[0], resident()) - before
-
-
 def head_memory(folder: Path, setup: Setup, patches: int, threads: int) -> dict[int, int]:
     """The head's transient peaks (bytes) with ``pad_len=0`` at each of ``setup.memory_classes``, loaded from
     ``folder``."""
@@ -168,7 +130,8 @@ def loaded_head_memory(backbone, head, inputs: dict, class_counts: tuple[int, ..
         peaks = {}
         for classes in sorted(class_counts):
             text = text_of(classes, head.embed_dim)
-            peaks[classes] = transient_peak(lambda text=text: head(features, text))
+            before, peak = transient_peak(lambda text=text: head(features, text))
+            peaks[classes] = peak - before
         return peaks
 
 

@@ -6,9 +6,12 @@ Each benchmark script exposes ``run() -> list[Figure]`` and prints its figures w
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import platform
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,3 +129,42 @@ def print_figures(title: str, figures: list[Figure]) -> None:
     print(f"== {title} ({machine_description()})")
     for figure in figures:
         print(figure.line())
+
+
+# --- resident memory (Linux): what memory.py and cost_aggregation.py sample around one call ------------------
+def resident() -> int:
+    """Bytes of this process's resident memory (``/proc/self/statm``)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def settle() -> int:
+    """Collect garbage and return freed heap to the system (glibc ``malloc_trim``); the resident size after."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    return resident()
+
+
+def transient_peak(fn: Callable[[], object]) -> tuple[int, int]:
+    """``(resident before, highest resident during)`` ``fn()``, sampled every 0.5 ms by a thread. Run with
+    ``MALLOC_MMAP_THRESHOLD_`` fixed so large tensors get their own mappings and the figure follows them."""
+    before = settle()
+    peak, running = [before], [True]
+
+    def sample() -> None:
+        while running[0]:
+            peak[0] = max(peak[0], resident())
+            time.sleep(0.0005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        fn()
+    finally:
+        running[0] = False
+        sampler.join()
+    return before, max(peak[0], resident())
+

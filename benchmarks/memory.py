@@ -37,35 +37,14 @@ bb.image_processor.save_pretrained({folder!r})
 """
 
 MEASURE = r"""
-import ctypes, gc, json, threading, time
+import json, sys
+sys.path.insert(0, {bench!r})
 import numpy as np
 import torch
 import siglip2_dense as sd
 import transformers.models.siglip2.image_processing_siglip2, transformers.models.siglip2.modeling_siglip2  # noqa
+from measure import settle, transient_peak
 torch.set_num_threads(2)
-
-def resident() -> int:
-    return int(open("/proc/self/statm").read().split()[1]) * 4096
-
-def settle() -> int:
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    return resident()
-
-def transient_peak(fn) -> tuple[int, int]:
-    before = settle()
-    peak, running = [before], [True]
-    def sample() -> None:
-        while running[0]:
-            peak[0] = max(peak[0], resident())
-            time.sleep(0.0005)
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    with torch.inference_mode():
-        fn()
-    running[0] = False
-    sampler.join()
-    return before, max(peak[0], resident())
 
 base = settle()
 bb = sd.load_backbone({folder!r})
@@ -77,8 +56,9 @@ with torch.inference_mode():  # first calls allocate kernel workspaces once: not
     bb.vision_model(**inputs)
 toolkit_runs, bare_runs = [], []
 for _ in range(3):  # interleaved, median of three: the allocator's state drifts from run to run
-    toolkit_runs.append(transient_peak(lambda: bb(**inputs)))
-    bare_runs.append(transient_peak(lambda: bb.vision_model(**inputs)))
+    with torch.inference_mode():
+        toolkit_runs.append(transient_peak(lambda: bb(**inputs)))
+        bare_runs.append(transient_peak(lambda: bb.vision_model(**inputs)))
 median = lambda runs: sorted(runs, key=lambda r: r[1] - r[0])[len(runs) // 2]
 before, peak = median(toolkit_runs)
 bare_before, bare_peak = median(bare_runs)
@@ -98,7 +78,7 @@ def run() -> list[Figure]:
         # a fixed mmap threshold: every tensor over 64 KiB gets its own mapping, returned on free, so the
         # resident size follows the live tensors instead of glibc's heap (which made the figure drift)
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(64 * 1024)}
-        out = subprocess.run([sys.executable, "-c", MEASURE.format(folder=folder)], capture_output=True, text=True,
+        out = subprocess.run([sys.executable, "-c", MEASURE.format(bench=bench, folder=folder)], capture_output=True, text=True,
                              check=True, env=env)
     m = json.loads(out.stdout.strip().splitlines()[-1])
     used = m["peak"] - m["base"]
