@@ -174,23 +174,22 @@ class ClassAggregation(nn.Module):
         self.padding_token = nn.Parameter(torch.zeros(dim)) if pad_len > 0 else None
         self.padding_guidance = nn.Parameter(torch.zeros(guidance_dim)) if pad_len > 0 and guidance_dim > 0 else None
 
-    def pool(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """``[B, T, C, H, W]`` -> the mean of each ``pooling``-square of real cells ``[B, T, C, h', w']``
-        and the pooled mask ``[B, h', w']``."""
+    def pool(self, x: Tensor, mask: Tensor) -> Tensor:
+        """``[B, T, C, H, W]`` -> the mean of each ``pooling``-square of real cells ``[B, T, C, h', w']``."""
         if self.pooling == 1:
-            return x, mask
+            return x
         batch, classes, channels, height, width = x.shape
         weights = mask.to(x.dtype)[:, None, None]
         flat = (x * weights).reshape(batch, classes * channels, height, width)
         sums = F.avg_pool2d(flat, self.pooling, ceil_mode=True)
         counts = F.avg_pool2d(weights[:, 0], self.pooling, ceil_mode=True)  # [B, 1, h', w']
         pooled = sums / counts.clamp(min=1e-12)
-        return pooled.reshape(batch, classes, channels, *pooled.shape[-2:]), counts[:, 0] > 0
+        return pooled.reshape(batch, classes, channels, *pooled.shape[-2:])
 
     def forward(self, x: Tensor, guidance: Tensor | None, mask: Tensor) -> Tensor:
         """``x [B, T, C, H, W]``, ``guidance [T, G]`` (shared by the batch) -> ``[B, T, C, H, W]``."""
         batch, classes, channels, height, width = x.shape
-        pooled, pooled_mask = self.pool(x, mask)
+        pooled = self.pool(x, mask)
         ph, pw = pooled.shape[-2:]
         tokens = pooled.permute(0, 3, 4, 1, 2).reshape(batch * ph * pw, classes, channels)  # [B h' w', T, C]
         padding = max(self.pad_len - classes, 0) if self.padding_token is not None else 0
