@@ -107,26 +107,31 @@ def build_head_grid(config: ExperimentConfig, backbone: nn.Module) -> HeadGrid:
     heads = [build_head_from_config(config, [backbone.out_channels[p] for p in pos]) for pos in positions]
     device = next(backbone.parameters()).device
     heads = [head.to(device) for head in heads]
-    for head in heads:
-        connect_head(head, backbone, config.model.backbone)
+    connect_heads(heads, backbone, config.model.backbone)
     return HeadGrid(backbone, heads, positions)
 
 
-def connect_head(head: nn.Module, backbone: nn.Module, text_checkpoint: str) -> None:
-    """What a head reads besides the features: the tower's own modules (``bind_backbone``) and, for a
-    head scored against text (``set_vocabulary``), its training classes embedded by ``text_checkpoint``'s
-    text tower, with the head's templates (cached on disk)."""
-    if hasattr(head, "bind_backbone"):
-        head.bind_backbone(backbone)
-    if hasattr(head, "set_vocabulary"):
-        from siglip2_dense.text.template_embeddings import checkpoint_template_embeddings, label_list
+def connect_heads(heads: Sequence[nn.Module], backbone: nn.Module, text_checkpoint: str) -> None:
+    """What the heads of one config read besides the features: the tower's own modules (``bind_backbone``)
+    and, for heads scored against text (``set_vocabulary``), their training classes embedded once by
+    ``text_checkpoint``'s text tower with their templates (cached on disk) and shared by every head."""
+    for head in heads:
+        if hasattr(head, "bind_backbone"):
+            head.bind_backbone(backbone)
+    scored = [head for head in heads if hasattr(head, "set_vocabulary")]
+    if not scored:
+        return
+    from siglip2_dense.text.template_embeddings import checkpoint_template_embeddings, label_list
 
-        labels = label_list(head.labels)
-        if len(labels) != head.num_classes:
-            raise ConfigError(f"head.args.labels names {len(labels)} classes, head.args.num_classes is "
-                              f"{head.num_classes}; label k must name class k of the training set")
-        device = next(backbone.parameters()).device
-        head.set_vocabulary(checkpoint_template_embeddings(text_checkpoint, labels, head.templates, device))
+    first = scored[0]  # one config: every head has the same labels and templates
+    labels = label_list(first.labels)
+    if len(labels) != first.num_classes:
+        raise ConfigError(f"head.args.labels names {len(labels)} classes, head.args.num_classes is "
+                          f"{first.num_classes}; label k must name class k of the training set")
+    device = next(backbone.parameters()).device
+    embeddings = checkpoint_template_embeddings(text_checkpoint, labels, first.templates, device)
+    for head in scored:
+        head.set_vocabulary(embeddings)
 
 
 def build_model(config: ExperimentConfig, device: str | torch.device | None = None) -> nn.Module:
@@ -136,7 +141,7 @@ def build_model(config: ExperimentConfig, device: str | torch.device | None = No
     backbone = build_backbone(config, device)
     head = build_head_from_config(config, backbone.out_channels)
     head.to(next(backbone.parameters()).device)
-    connect_head(head, backbone, config.model.backbone)
+    connect_heads([head], backbone, config.model.backbone)
     return DenseModel(backbone, head)
 
 

@@ -88,3 +88,19 @@ def test_one_hot_binary_cross_entropy_is_catseg_mean_times_the_count():
     targets[mask] = torch.nn.functional.one_hot(target[mask], num_classes=4).float()
     reference = torch.nn.functional.binary_cross_entropy_with_logits(outputs, targets)
     torch.testing.assert_close(one_hot_binary_cross_entropy_sum(logits, target) / logits.numel(), reference)
+
+
+def test_a_head_grid_embeds_its_training_classes_once(monkeypatch, tmp_path):
+    from siglip2_dense.build import build_backbone, build_head_grid
+    from siglip2_dense.text.encoder import TextEncoder
+
+    loads = []
+    original = TextEncoder.from_pretrained.__func__
+    monkeypatch.setattr(TextEncoder, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: loads.append(a[0]) or original(cls, *a, **k)))
+    config = load_config(CONFIG, [*SMALL_RUN, "data.root=/unused", "train.lr_grid=[1e-4,2e-4]",
+                                  "model.tune_attention=false"])
+    grid = build_head_grid(config, build_backbone(config, "cpu"))
+    assert len(grid.heads) == 2 and len(loads) == 1
+    assert grid.heads[0].vocabulary.shape == (171, 1, 128)
+    assert grid.heads[0].vocabulary is grid.heads[1].vocabulary
